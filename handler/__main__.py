@@ -1,0 +1,3 @@
+from handler.cli import main
+
+raise SystemExit(main())

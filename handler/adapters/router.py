@@ -1,0 +1,43 @@
+"""Which adapter an event belongs to, decided from its shape alone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from handler.errors import UnsupportedEvent
+
+HTTP, S3, SQS, EVENTBRIDGE, WARMUP, CONTINUATION = (
+    "http", "s3", "sqs", "eventbridge", "warmup", "continuation",
+)
+
+
+def kind_of(event: object) -> str:
+    if not isinstance(event, Mapping):
+        raise UnsupportedEvent(f"unsupported event: a {type(event).__name__}, expected a JSON object")
+    if event.get("warmup") is True or event.get("source") == "serverless-plugin-warmup":
+        return WARMUP
+    if "continuation" in event:
+        return CONTINUATION
+    records = event.get("Records")
+    if isinstance(records, list) and records and isinstance(records[0], Mapping):
+        source = records[0].get("eventSource")
+        if source == "aws:s3":
+            return S3
+        if source == "aws:sqs":
+            return SQS
+        raise UnsupportedEvent(f"unsupported event: Records from {source!r}")
+    if event.get("source") == "aws.s3":
+        if event.get("detail-type") == "Object Created":
+            return EVENTBRIDGE
+        raise UnsupportedEvent(f"unsupported event: EventBridge {event.get('detail-type')!r} from aws.s3")
+    context = event.get("requestContext")
+    if isinstance(context, Mapping) and (
+        "httpMethod" in event or "http" in context or "elb" in context
+    ):
+        return HTTP
+    keys = ", ".join(sorted(map(str, event))[:10]) or "none"
+    raise UnsupportedEvent(
+        f"unsupported event with keys [{keys}]: expected an API Gateway, ALB or Function URL "
+        "request, an S3 notification (direct, SQS or EventBridge) or {\"warmup\": true}"
+    )

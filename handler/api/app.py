@@ -1,0 +1,166 @@
+"""The FastAPI app: POST /classify (the pipeline contract), GET /health, GET /model."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from handler.api import errors as api_errors
+from handler.api.schemas import ClassifyRequest, ErrorBody, Health
+from handler.config import Settings
+from handler.errors import InputTooLarge, InvalidInput
+from handler.inference import LEGACY, TextResult
+from handler.inference.postprocess import TopK
+from handler.observability import record_prediction
+from handler.runtime import LoadedModel
+
+UNCERTAIN = "UNCERTAIN"
+# Without a min_score, a top score under this counts as low confidence in the metrics.
+LOW_CONFIDENCE = 0.7
+TRUNCATED_HEADER = "x-truncated-inputs"
+
+
+def apply_min_score(answer: Any, min_score: float) -> Any:
+    """Drop labels below min_score; an answer left empty becomes an explicit UNCERTAIN."""
+    if isinstance(answer, dict):
+        if answer["score"] >= min_score:
+            return answer
+        return {"label": UNCERTAIN, "score": answer["score"]}
+    kept = [d for d in answer if d["score"] >= min_score]
+    if kept:
+        return kept
+    best = max((d["score"] for d in answer), default=0.0)
+    return [{"label": UNCERTAIN, "score": best}]
+
+
+def parse_body(raw: bytes, limit: int) -> ClassifyRequest:
+    if len(raw) > limit:
+        raise InputTooLarge(f"body is {len(raw)} bytes; the limit is {limit} (MAX_BODY_BYTES)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise api_errors.MalformedBody(f"body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise api_errors.MalformedBody(
+            f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    if not isinstance(data, dict):
+        raise api_errors.MalformedBody(
+            f'body must be a JSON object like {{"inputs": ...}}, got {type(data).__name__}'
+        )
+    return ClassifyRequest.model_validate(data)
+
+
+def check_limits(texts: list[str], settings: Settings) -> None:
+    if not texts:
+        raise InvalidInput("inputs is an empty list: send at least one text")
+    if len(texts) > settings.max_texts:
+        raise InputTooLarge(
+            f"{len(texts)} texts in one request; the limit is {settings.max_texts} (MAX_TEXTS)"
+        )
+    for i, text in enumerate(texts):
+        if len(text) > settings.max_text_chars:
+            raise InputTooLarge(
+                f"input {i} is {len(text)} characters; the limit is {settings.max_text_chars} "
+                "(MAX_TEXT_CHARS). Tokens past the model's max length are truncated, not refused."
+            )
+
+
+def _figures(results: list[TextResult], top: list[float], threshold: float, started: float) -> None:
+    record_prediction(
+        source="api",
+        texts=len(results),
+        tokens=sum(r.num_tokens for r in results),
+        truncated=sum(r.truncated for r in results),
+        low_confidence=sum(s < threshold for s in top),
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
+    """The app around one loaded model. Built once per execution environment, no lifespan."""
+    app = FastAPI(
+        title="Text classifier",
+        version="1",
+        description="transformers pipeline('text-classification') over HTTP, on onnxruntime.",
+    )
+    api_errors.install(app)
+    clf = model.classifier
+    error_responses: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorBody} for code in (400, 413, 422)
+    }
+
+    @app.post(
+        "/classify",
+        responses=error_responses,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ClassifyRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def classify(request: Request) -> JSONResponse:
+        # The body is parsed here, not by FastAPI, so that every malformation gets its own
+        # clear message and code. The handler is async on purpose: onnxruntime releases the
+        # GIL and Lambda serves one request per environment, so a thread hop only adds latency.
+        started = time.perf_counter()
+        req = parse_body(await request.body(), settings.max_body_bytes)
+        single = isinstance(req.inputs, str)
+        texts = [req.inputs] if isinstance(req.inputs, str) else req.inputs
+        check_limits(texts, settings)
+        params = req.parameters
+        top_k: TopK = params.top_k if "top_k" in params.model_fields_set else LEGACY
+        function = clf.resolve_function(params.function_to_apply)
+        results = clf.run(texts)
+        scores = clf.scores(results, function)
+        answer: Any = clf.format(scores, single, top_k)
+        min_score = params.min_score if params.min_score is not None else settings.min_score
+        if min_score is not None:
+            answer = [apply_min_score(a, min_score) for a in answer]
+        top = [float(row.max()) for row in scores]
+        _figures(results, top, min_score if min_score is not None else LOW_CONFIDENCE, started)
+        truncated = [str(i) for i, r in enumerate(results) if r.truncated]
+        headers = {TRUNCATED_HEADER: ",".join(truncated)} if truncated else None
+        return JSONResponse(answer, headers=headers)
+
+    @app.get("/health", response_model=Health)
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "loaded": True,
+            "model_id": model.model_id,
+            "manifest_sha256": model.manifest_sha256,
+            "load_seconds": round(model.load_seconds, 3),
+        }
+
+    @app.get("/model")
+    async def describe() -> dict[str, Any]:
+        m = model.manifest
+        return {
+            "model_id": model.model_id,
+            "labels": [clf.id2label[i] for i in sorted(clf.id2label)],
+            "problem_type": clf.config.problem_type,
+            "max_length": clf.config.max_length,
+            "graph_inputs": list(clf.input_names),
+            "batching": clf.config.batching,
+            "source": m.get("source"),
+            "target": m.get("target"),
+            "quantization": m.get("quantization"),
+            "verification": m.get("verification"),
+            "built_at": m.get("built_at"),
+            "manifest_sha256": model.manifest_sha256,
+            "limits": {
+                "max_texts": settings.max_texts,
+                "max_text_chars": settings.max_text_chars,
+                "max_body_bytes": settings.max_body_bytes,
+            },
+        }
+
+    return app

@@ -1,0 +1,78 @@
+"""Exceptions -> status codes and JSON error bodies: the only place status codes live."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from handler import errors
+from handler.observability import logger
+
+
+class MalformedBody(errors.InvalidInput):
+    """The body is not UTF-8 JSON."""
+
+
+STATUS: list[tuple[type[Exception], int]] = [
+    (MalformedBody, 400),
+    (errors.InputTooLarge, 413),
+    (errors.InvalidInput, 422),
+    (errors.ArtifactError, 503),
+]
+
+
+def status_for(exc: Exception) -> int:
+    for cls, code in STATUS:
+        if isinstance(exc, cls):
+            return code
+    return 500
+
+
+def body(exc: Exception, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"error": message, "type": type(exc).__name__}
+    if details is not None:
+        out["details"] = details
+    return out
+
+
+def _validation_details(exc: ValidationError | RequestValidationError) -> list[dict[str, Any]]:
+    # Keep loc/msg/type; drop "input", which would echo the caller's text.
+    return [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(errors.ClassifierError)
+    async def domain(_: Request, exc: errors.ClassifierError) -> JSONResponse:
+        code = status_for(exc)
+        if code >= 500:
+            logger.exception("request failed")
+        return JSONResponse(body(exc, str(exc)), status_code=code)
+
+    @app.exception_handler(ValidationError)
+    async def validation(_: Request, exc: ValidationError) -> JSONResponse:
+        details = _validation_details(exc)
+        first = details[0] if details else {"loc": [], "msg": "invalid"}
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        return JSONResponse(
+            body(exc, f"invalid request: {where}: {first['msg']}", details), status_code=422
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            body(exc, "invalid request", _validation_details(exc)), status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": str(exc.detail), "type": "HTTPException"}, status_code=exc.status_code
+        )

@@ -1,0 +1,56 @@
+"""Request and response models of the HTTP edge (the Hugging Face Inference API's shape)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+
+
+class Parameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: StrictInt | None = Field(
+        default=None, ge=1, description="How many labels per text; null = all labels, sorted."
+    )
+    function_to_apply: Literal["softmax", "sigmoid", "none", "default"] | None = Field(
+        default=None, description="As the transformers pipeline; default follows the model."
+    )
+    min_score: StrictFloat | StrictInt | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Beyond the pipeline: labels scoring below it are dropped; a text left with "
+        "none is answered {label: UNCERTAIN, score: <best score>}.",
+    )
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: StrictStr | list[StrictStr] = Field(
+        description="One text, or a list of texts.", examples=["I loved this film."]
+    )
+    parameters: Parameters = Field(default_factory=Parameters)
+    options: dict[str, Any] | None = Field(
+        default=None, description="Inference API options (wait_for_model, use_cache): accepted, no effect."
+    )
+
+
+class Prediction(BaseModel):
+    label: str
+    score: float
+
+
+class ErrorBody(BaseModel):
+    error: str
+    type: str
+    details: list[dict[str, Any]] | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    loaded: bool
+    model_id: str
+    manifest_sha256: str | None
+    load_seconds: float

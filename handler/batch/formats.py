@@ -1,0 +1,178 @@
+"""A byte stream of texts (.jsonl, .csv, .txt, each optionally .gz) -> numbered records.
+
+Streaming and bounded: memory does not grow with the object. Every input record yields exactly
+one Record; a bad one carries an `error` instead of a text, so nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from handler.errors import InvalidInput
+from handler.inference.classifier import text_problem
+
+FORMATS = (".jsonl", ".csv", ".txt")
+SUFFIXES = (*FORMATS, *(f + ".gz" for f in FORMATS))
+MAX_RECORD_CHARS = 1_000_000
+_READ = 1 << 16
+
+
+@dataclass(frozen=True)
+class Record:
+    number: int  # 1-based position among the object's records
+    id: Any = None
+    text: str | None = None
+    error: str | None = None
+
+
+def detect(key: str) -> tuple[str, bool]:
+    """(format, gzipped) from the key's extension, case-insensitively."""
+    lower = key.lower()
+    gz = lower.endswith(".gz")
+    base = lower[:-3] if gz else lower
+    for fmt in FORMATS:
+        if base.endswith(fmt):
+            return fmt, gz
+    raise InvalidInput(f"unsupported file type for {key!r}: expected one of {', '.join(SUFFIXES)}")
+
+
+def _check_text(value: Any) -> tuple[str | None, str | None]:
+    problem = text_problem(value)
+    return (None, f"'text' {problem}") if problem else (value, None)
+
+
+def _valid_utf8(line: str) -> bool:
+    # Undecodable bytes were kept as lone surrogates (errors="surrogateescape").
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _lines(text: IO[str]) -> Iterator[tuple[str | None, str | None]]:
+    """(line, None) or (None, error) per physical line; an over-long line is skipped in chunks."""
+    first = True
+    while True:
+        line = text.readline(MAX_RECORD_CHARS + 1)
+        if not line:
+            return
+        if len(line) > MAX_RECORD_CHARS and not line.endswith("\n"):
+            while line and not line.endswith("\n"):
+                line = text.readline(_READ)
+            yield None, f"line longer than {MAX_RECORD_CHARS} characters"
+            first = False
+            continue
+        line = line.rstrip("\r\n")
+        if first:
+            line = line.removeprefix("\ufeff")
+            first = False
+        if not _valid_utf8(line):
+            yield None, "not valid UTF-8"
+        else:
+            yield line, None
+
+
+def _jsonl(text: IO[str]) -> Iterator[Record]:
+    for n, (line, error) in enumerate(_lines(text), start=1):
+        if line is None:
+            yield Record(n, error=error)
+            continue
+        if not line.strip():
+            yield Record(n, error="empty line")
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield Record(n, error=f"invalid JSON: {exc.msg} at column {exc.colno}")
+            continue
+        if not isinstance(obj, dict):
+            yield Record(n, error=f"expected a JSON object, got {type(obj).__name__}")
+            continue
+        rid = obj.get("id")
+        if "text" not in obj:
+            yield Record(n, id=rid, error="missing 'text'")
+            continue
+        value, error = _check_text(obj["text"])
+        yield Record(n, id=rid, text=value, error=error)
+
+
+def _txt(text: IO[str]) -> Iterator[Record]:
+    for n, (line, error) in enumerate(_lines(text), start=1):
+        if line is None:
+            yield Record(n, error=error)
+        elif not line.strip():
+            yield Record(n, error="empty line")
+        else:
+            yield Record(n, text=line)
+
+
+def _csv(text: IO[str]) -> Iterator[Record]:
+    csv.field_size_limit(MAX_RECORD_CHARS)
+    reader = csv.reader(text, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise InvalidInput(f"CSV header row is malformed: {exc}") from None
+    names = [h.strip().removeprefix("\ufeff").strip().lower() for h in header]
+    text_col = names.index("text") if "text" in names else None
+    id_col = names.index("id") if "id" in names else None
+    n = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            n += 1
+            yield Record(n, error=f"malformed CSV row (line {reader.line_num}): {exc}")
+            continue
+        n += 1
+        if not all(_valid_utf8(f) for f in row):
+            yield Record(n, error="not valid UTF-8")
+            continue
+        rid = row[id_col] if id_col is not None and id_col < len(row) else None
+        if text_col is None:
+            yield Record(n, id=rid, error=f"CSV header has no 'text' column (found {header})")
+        elif len(row) != len(header):
+            yield Record(n, id=rid, error=f"row has {len(row)} fields, header has {len(header)}")
+        else:
+            value, error = _check_text(row[text_col])
+            yield Record(n, id=rid, text=value, error=error)
+
+
+class _Raw(io.RawIOBase):
+    """Any object with read(n) (botocore's StreamingBody) as a raw stream io can buffer."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._source.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def records(stream: Any, fmt: str, gz: bool) -> Iterator[Record]:
+    """Records of a stream (anything with read(n)) in `fmt`; gzip is decompressed on the fly."""
+    binary: IO[bytes] = io.BufferedReader(_Raw(stream), buffer_size=_READ)
+    if gz:
+        binary = gzip.GzipFile(fileobj=binary, mode="rb")  # type: ignore[assignment]
+    # newline="\n": only LF ends a line (CR of CRLF is stripped); csv wants newline="".
+    newline = "" if fmt == ".csv" else "\n"
+    text = io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline=newline)
+    parse = {".jsonl": _jsonl, ".txt": _txt, ".csv": _csv}[fmt]
+    yield from parse(text)
+
+

@@ -1,0 +1,93 @@
+"""A hub model id or a local folder in the hub's layout -> a local folder to build from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from handler.errors import BuildError
+
+DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
+# What the build reads from a repository; weights only when there is no published ONNX export.
+METADATA_FILES = [
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+]
+ONNX_FILE = "onnx/model.onnx"
+WEIGHT_FILES = ["model.safetensors", "pytorch_model.bin"]
+
+
+class SnapshotDownload(Protocol):
+    def __call__(self, repo_id: str, **kwargs: Any) -> str: ...
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a build's inputs came from."""
+
+    folder: Path
+    model: str
+    kind: str  # "local" or "hub"
+    revision: str | None  # the commit a hub snapshot resolved to
+
+    @property
+    def onnx_path(self) -> Path | None:
+        path = self.folder / ONNX_FILE
+        return path if path.is_file() else None
+
+
+def _offline_error(model: str, exc: BaseException) -> BuildError:
+    return BuildError(
+        f"cannot fetch {model!r} from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
+        "Offline? Pass a local folder in the hub's layout instead: --model PATH "
+        "(config.json, tokenizer.json and onnx/model.onnx or model.safetensors)."
+    )
+
+
+def fetch(
+    model: str,
+    revision: str | None = None,
+    snapshot_download: SnapshotDownload | None = None,
+    need_weights: bool = False,
+) -> Source:
+    """Resolve `model` to a local folder: an existing directory as is, else a hub snapshot.
+
+    From the hub it takes the metadata and the published onnx/model.onnx first; the PyTorch
+    weights are fetched only when the repository publishes no ONNX export.
+    """
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return Source(folder=local.resolve(), model=str(local.resolve()), kind="local", revision=None)
+    if local.suffix or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise BuildError(f"--model {model!r} is not a folder, nor a hub model id")
+    if snapshot_download is None:
+        from huggingface_hub import snapshot_download as hub_snapshot_download
+
+        snapshot_download = hub_snapshot_download
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    patterns = [*METADATA_FILES, ONNX_FILE, *(WEIGHT_FILES if need_weights else [])]
+    try:
+        folder = Path(snapshot_download(model, revision=revision, allow_patterns=patterns))
+        if not (folder / ONNX_FILE).is_file() and not need_weights:
+            folder = Path(
+                snapshot_download(
+                    model, revision=revision, allow_patterns=[*METADATA_FILES, *WEIGHT_FILES]
+                )
+            )
+    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+        raise BuildError(f"no model {model!r} at revision {revision or 'main'} on the hub") from exc
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        raise _offline_error(model, exc) from exc
+    if not (folder / "config.json").is_file():
+        raise BuildError(f"{model!r} has no config.json: not a transformers model repository")
+    # A snapshot folder is named after the commit it holds: record it, not the branch name.
+    return Source(folder=folder, model=model, kind="hub", revision=folder.name)

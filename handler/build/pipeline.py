@@ -1,0 +1,211 @@
+"""The build: fetch -> fp32 ONNX -> fuse -> quantise -> offline-optimise -> verify -> manifest.
+
+The artifact is assembled in a temporary folder beside the output and renamed into place only
+after the gate passes, so a failed build leaves nothing that looks usable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from handler.build import export, manifest, quantize, verify
+from handler.build.fetch import DEFAULT_MODEL, SnapshotDownload, Source, fetch
+from handler.errors import BuildError
+from handler.evaluate import Labelled, read_labelled
+from handler.inference.classifier import RUNTIME_CONFIG, Classifier, ModelConfig
+from handler.inference.session import create_session
+from handler.inference.tokenizer import TextTokenizer
+
+log = logging.getLogger(__name__)
+# Without --eval: the GLUE SST-2 validation split, the split the model card's accuracy is on.
+DEFAULT_EVAL = ("nyu-mll/glue", "sst2/validation-00000-of-00001.parquet")
+MAX_SANE_LENGTH = 1_000_000  # tokenizer_config's "no limit" is 1e30
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    model: str = DEFAULT_MODEL
+    revision: str | None = None
+    target: str = quantize.DEFAULT_TARGET
+    out: Path = Path("build/model")
+    eval_path: Path | None = None
+    threads: int = 1
+    gate: verify.Gate = verify.Gate()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def model_config(source: Source) -> tuple[ModelConfig, dict[str, Any]]:
+    """The runtime's slice of config.json and tokenizer_config.json."""
+    hf_config = _read_json(source.folder / "config.json")
+    tok_config = _read_json(source.folder / "tokenizer_config.json")
+    id2label = hf_config.get("id2label")
+    if not id2label:
+        n = int(hf_config.get("num_labels", 2))
+        id2label = {str(i): f"LABEL_{i}" for i in range(n)}
+    limits = [
+        int(v)
+        for v in (tok_config.get("model_max_length"), hf_config.get("max_position_embeddings"))
+        if isinstance(v, int | float) and 0 < v < MAX_SANE_LENGTH
+    ]
+    if not limits:
+        raise BuildError("neither tokenizer_config.json nor config.json gives a max length")
+    tokenizer_file = source.folder / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        raise BuildError(f"{source.model} has no tokenizer.json (a fast tokenizer is required)")
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    pad_token = tok_config.get("pad_token")
+    if isinstance(pad_token, dict):
+        pad_token = pad_token.get("content")
+    pad_id = tok.token_to_id(pad_token) if isinstance(pad_token, str) else None
+    if pad_id is None:
+        pad_id = int(hf_config.get("pad_token_id") or 0)
+    config = ModelConfig(
+        id2label={int(k): str(v) for k, v in id2label.items()},
+        problem_type=hf_config.get("problem_type"),
+        max_length=min(limits),
+        pad_token_id=pad_id,
+    )
+    return config, hf_config
+
+
+def load_eval(path: Path | None, id2label: dict[int, str], workdir: Path) -> tuple[Labelled, str]:
+    if path is not None:
+        return read_labelled(path, id2label), str(path)
+    try:
+        import pyarrow.parquet as pq
+        from huggingface_hub import hf_hub_download
+
+        parquet = hf_hub_download(DEFAULT_EVAL[0], DEFAULT_EVAL[1], repo_type="dataset")
+        table = pq.read_table(parquet).to_pydict()
+    except Exception as exc:  # any failure here means: no default data, ask for a file
+        raise BuildError(
+            "no verification data: pass --eval FILE (text<TAB>label). The default, GLUE SST-2 "
+            f"validation from the hub, could not be read: {type(exc).__name__}: {exc}"
+        ) from exc
+    tsv = workdir / "sst2-validation.tsv"
+    tsv.write_text(
+        "".join(f"{s.strip()}\t{lab}\n" for s, lab in zip(table["sentence"], table["label"], strict=True))
+    )
+    return read_labelled(tsv, id2label), f"hf://datasets/{DEFAULT_EVAL[0]}/{DEFAULT_EVAL[1]}"
+
+
+def _session_ms(path: Path, pre_optimized: bool, repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        create_session(path, 1, pre_optimized)
+        best = min(best, time.perf_counter() - start)
+    return round(best * 1000, 1)
+
+
+def build(options: BuildOptions, snapshot_download: SnapshotDownload | None = None) -> dict[str, Any]:
+    target = quantize.get_target(options.target)
+    started = time.perf_counter()
+    source = fetch(options.model, options.revision, snapshot_download)
+    config, hf_config = model_config(source)
+    out = options.out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=out.parent) as tmp_name:
+        work = Path(tmp_name) / "work"
+        stage = Path(tmp_name) / "artifact"
+        work.mkdir()
+        stage.mkdir()
+        fp32 = source.onnx_path
+        origin = "published onnx/model.onnx"
+        if fp32 is None:
+            fp32 = work / "exported.onnx"
+            export.export_onnx(source.folder, fp32)
+            origin = "exported from PyTorch weights"
+        data, eval_source = load_eval(options.eval_path, dict(config.id2label), work)
+
+        fused = work / "fused.onnx"
+        fusions = quantize.fuse_transformer(fp32, fused, hf_config)
+
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(source.folder / "tokenizer.json"))
+        tok.enable_truncation(max_length=config.max_length, stride=0, strategy="longest_first")
+        tok.no_padding()
+        tok.save(str(stage / "tokenizer.json"))
+        reference = Classifier(
+            create_session(fp32, options.threads, pre_optimized=False),
+            TextTokenizer.from_file(stage / "tokenizer.json", config.max_length, config.pad_token_id),
+            replace(config, batching="padded", pre_optimized=False),
+        )
+
+        attempts: list[dict[str, Any]] = []
+        recipes = quantize.RECIPES if target.quantize else ("fp32",)
+        for recipe in recipes:
+            if target.quantize:
+                candidate_raw = work / f"int8-{recipe}.onnx"
+                quant = quantize.quantize(fused, candidate_raw, target, recipe)
+                batching = "per_text"  # dynamic activation scales span the whole input tensor
+            else:
+                candidate_raw, quant, batching = fused, {"method": "none"}, "padded"
+            quantize.optimize_offline(candidate_raw, stage / "model.onnx")
+            config = replace(config, batching=batching, pre_optimized=True)
+            (stage / RUNTIME_CONFIG).write_text(json.dumps(config.to_json(), indent=2) + "\n")
+            candidate = Classifier.from_dir(stage, threads=options.threads)
+            report = verify.verify(reference, candidate, data, options.gate)
+            report["eval_source"] = eval_source
+            attempts.append({"quantization": quant, "failed": report["failed"],
+                             "agreement": report["agreement"],
+                             "accuracy_drop_points": report["accuracy_drop_points"]})
+            if not report["failed"]:
+                break
+            log.warning("recipe %s failed the gate: %s", recipe, report["failed"])
+        report["attempts"] = attempts
+        verify.check(report)
+
+        inputs = [i.name for i in candidate.session.get_inputs()]
+        content = {
+            "format": 1,
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "source": {
+                "model": source.model,
+                "kind": source.kind,
+                "revision": source.revision,
+                "onnx": origin,
+                "architectures": hf_config.get("architectures"),
+                "model_type": hf_config.get("model_type"),
+            },
+            "target": {"name": target.name, "description": target.description},
+            "quantization": quant,
+            "fusions": fusions,
+            "labels": [config.id2label[i] for i in sorted(config.id2label)],
+            "problem_type": config.problem_type,
+            "max_length": config.max_length,
+            "graph_inputs": inputs,
+            "batching": batching,
+            "session_creation_ms": {
+                "pre_optimized_opt_off": _session_ms(stage / "model.onnx", True),
+                "unoptimized_opt_all": _session_ms(candidate_raw, False),
+            },
+            "sizes_bytes": {
+                "fp32_source": fp32.stat().st_size,
+                "artifact_model": (stage / "model.onnx").stat().st_size,
+            },
+            "verification": report,
+            "tools": manifest.tool_versions(),
+            "build_seconds": round(time.perf_counter() - started, 1),
+        }
+        del candidate, reference
+        result = manifest.write(stage, content)
+        if out.exists():
+            old = Path(tmp_name) / "previous"
+            out.rename(old)
+        stage.rename(out)
+    return result

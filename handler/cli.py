@@ -1,0 +1,155 @@
+"""python -m handler build | classify | eval | verify | serve | invoke."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from handler.errors import ClassifierError
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from handler.build import verify
+    from handler.build.pipeline import BuildOptions, build
+
+    manifest = build(
+        BuildOptions(
+            model=args.model,
+            revision=args.revision,
+            target=args.target,
+            out=Path(args.out),
+            eval_path=Path(args.eval) if args.eval else None,
+            threads=args.threads,
+            gate=verify.Gate(
+                max_accuracy_drop=args.max_accuracy_drop, min_agreement=args.min_agreement
+            ),
+        )
+    )
+    v = manifest["verification"]
+    _print(
+        {
+            "out": str(Path(args.out).resolve()),
+            "target": manifest["target"]["name"],
+            "reference_accuracy": v["reference_accuracy"],
+            "candidate_accuracy": v["candidate_accuracy"],
+            "agreement": v["agreement"],
+            "n": v["n"],
+            "batch_invariance": v["batch_invariance"],
+            "model_bytes": manifest["files"]["model.onnx"]["bytes"],
+        }
+    )
+    return 0
+
+
+def _classifier(args: argparse.Namespace) -> Any:
+    from handler.inference import Classifier
+
+    return Classifier.from_dir(Path(args.model), threads=args.threads)
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from handler.inference import LEGACY
+
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    top_k: Any = LEGACY
+    if args.top_k is not None:
+        top_k = None if args.top_k == "all" else int(args.top_k)
+    inputs = texts[0] if len(texts) == 1 else texts
+    _print(_classifier(args).predict(inputs, top_k=top_k, function_to_apply=args.function))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from handler.evaluate import evaluate, read_labelled
+
+    clf = _classifier(args)
+    _print(evaluate(clf, read_labelled(Path(args.data), clf.id2label)))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from handler.build.manifest import check_files
+
+    manifest = check_files(Path(args.model))
+    _print({"ok": True, "files": sorted(manifest["files"])})
+    return 0
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from handler.adapters.local import invoke_file
+
+    _print(invoke_file(Path(args.event)))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from handler.entry import create_local_app
+
+    uvicorn.run(create_local_app(), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    from handler.build.fetch import DEFAULT_MODEL
+
+    p = argparse.ArgumentParser(prog="python -m handler", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="hub id or local folder -> verified int8 ONNX artifact")
+    b.add_argument("--model", default=DEFAULT_MODEL, help="hub model id or local folder")
+    b.add_argument("--revision", help="hub branch, tag or commit to pin")
+    b.add_argument("--target", default="x86-avx2",
+                   help="x86-vnni | x86-avx2 | arm64 | none (fp32)")
+    b.add_argument("--out", default="build/model", help="output folder (replaced on success)")
+    b.add_argument("--eval", help="labelled TSV for the gate (default: SST-2 validation, hub)")
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--max-accuracy-drop", type=float, default=0.5, help="points")
+    b.add_argument("--min-agreement", type=float, default=0.985)
+    b.set_defaults(func=cmd_build)
+
+    for name, func, helptext in (
+        ("classify", cmd_classify, "print pipeline-shaped predictions for TEXT... (or stdin)"),
+        ("eval", cmd_eval, "accuracy of a built model on a labelled TSV"),
+        ("verify", cmd_verify, "check a built model's files against its manifest"),
+    ):
+        c = sub.add_parser(name, help=helptext)
+        c.add_argument("--model", required=True, help="built model folder")
+        c.add_argument("--threads", type=int, default=1)
+        c.set_defaults(func=func)
+        if name == "classify":
+            c.add_argument("texts", nargs="*")
+            c.add_argument("--top-k", help="an integer, or 'all'")
+            c.add_argument("--function", help="softmax | sigmoid | none")
+        if name == "eval":
+            c.add_argument("--data", required=True, help="text<TAB>label file")
+
+    i = sub.add_parser("invoke", help="run lambda_handler on an event file (like sam local invoke)")
+    i.add_argument("--event", required=True)
+    i.set_defaults(func=cmd_invoke)
+
+    s = sub.add_parser("serve", help="the API on uvicorn")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ClassifierError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return code

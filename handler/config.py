@@ -1,0 +1,151 @@
+"""Settings: the only reader of os.environ. Frozen, validated, cached."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from handler.errors import ConfigError
+
+# Where infra/Dockerfile copies the built model (LAMBDA_TASK_ROOT is /var/task in the image).
+DEFAULT_MODEL_DIR = "/var/task/model"
+# Lambda allocates CPU in proportion to memory: 1,769 MB buys one full vCPU, 10,240 MB six.
+# https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html
+MB_PER_VCPU = 1769
+MAX_LAMBDA_VCPUS = 6
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _prefix(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").lstrip("/")
+    return value
+
+
+def threads_for(memory_mb: int | None, available_cpus: int) -> int:
+    """Intra-op threads: from the function's memory on Lambda, else the CPUs this process may use.
+
+    On Lambda os.cpu_count() reports the host's cores, not the vCPU share the memory setting buys.
+    """
+    if memory_mb is not None:
+        share = max(1, math.floor(memory_mb / MB_PER_VCPU + 0.5))
+        return max(1, min(share, MAX_LAMBDA_VCPUS, available_cpus))
+    return max(1, available_cpus)
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_dir: Path
+    num_threads: int
+    max_texts: int = 64
+    max_text_chars: int = 20_000
+    max_body_bytes: int = 1_048_576
+    api_base_path: str = "/"
+    min_score: float | None = None
+    input_bucket: str | None = None
+    input_prefix: str = ""
+    output_bucket: str | None = None
+    output_prefix: str = ""
+    batch_chunk_size: int = 64
+    batch_time_margin_ms: int = 30_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        memory = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        memory_mb = _int(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 0) if memory else None
+        threads = _int(env, "NUM_THREADS", 0, minimum=0)
+        min_score_raw = env.get("MIN_SCORE", "").strip()
+        min_score = _float(env, "MIN_SCORE", 0.0) if min_score_raw else None
+        if min_score is not None and not 0.0 <= min_score <= 1.0:
+            raise ConfigError(f"MIN_SCORE must be between 0 and 1, got {min_score}")
+        settings = cls(
+            model_dir=Path(env.get("MODEL_DIR") or DEFAULT_MODEL_DIR),
+            num_threads=threads or threads_for(memory_mb, _available_cpus()),
+            max_texts=_int(env, "MAX_TEXTS", 64),
+            max_text_chars=_int(env, "MAX_TEXT_CHARS", 20_000),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 1_048_576),
+            api_base_path=env.get("API_BASE_PATH") or "/",
+            min_score=min_score,
+            input_bucket=env.get("INPUT_BUCKET") or None,
+            input_prefix=_prefix(env, "INPUT_PREFIX"),
+            output_bucket=env.get("OUTPUT_BUCKET") or None,
+            output_prefix=_prefix(env, "OUTPUT_PREFIX"),
+            batch_chunk_size=_int(env, "BATCH_CHUNK_SIZE", 64),
+            batch_time_margin_ms=_int(env, "BATCH_TIME_MARGIN_MS", 30_000, minimum=0),
+        )
+        settings.check_no_recursion()
+        return settings
+
+    def check_no_recursion(self) -> None:
+        """Refuse a configuration in which the function's output could trigger it again.
+
+        AWS's recursive-loop detection is a safety net, not a design:
+        https://docs.aws.amazon.com/lambda/latest/dg/invocation-recursion.html
+        """
+        if self.output_bucket is None:
+            return
+        same_bucket = self.input_bucket is None or self.input_bucket == self.output_bucket
+        if not same_bucket:
+            return
+        where = f"OUTPUT_BUCKET={self.output_bucket!r}"
+        if self.input_bucket is None:
+            if not self.output_prefix:
+                raise ConfigError(
+                    f"{where} with no INPUT_BUCKET and no OUTPUT_PREFIX: output could trigger the "
+                    "function again. Set INPUT_BUCKET to the triggering bucket, or use an "
+                    "OUTPUT_PREFIX that the trigger does not watch."
+                )
+            return
+        if not self.input_prefix or not self.output_prefix:
+            raise ConfigError(
+                f"{where} is also INPUT_BUCKET: set INPUT_PREFIX (the trigger's prefix filter) and "
+                "an OUTPUT_PREFIX outside it, or write to a different bucket."
+            )
+        a, b = self.input_prefix, self.output_prefix
+        if a.startswith(b) or b.startswith(a):
+            raise ConfigError(
+                f"OUTPUT_PREFIX={b!r} overlaps INPUT_PREFIX={a!r} in the same bucket: output "
+                "would trigger the function again."
+            )
+
+    def output_could_trigger(self, bucket: str, key: str) -> bool:
+        """True when an object at bucket/key is one this function wrote."""
+        return bucket == self.output_bucket and key.startswith(self.output_prefix)
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings.from_env()

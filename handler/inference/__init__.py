@@ -1,0 +1,6 @@
+"""Pure inference core: numpy, onnxruntime and tokenizers only (tests/inference/test_imports.py)."""
+
+from handler.inference.classifier import Classifier, TextResult
+from handler.inference.postprocess import LEGACY
+
+__all__ = ["LEGACY", "Classifier", "TextResult"]

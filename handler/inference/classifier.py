@@ -1,0 +1,229 @@
+"""Classifier.from_dir(dir).predict(texts): tokenise, feed the graph's declared inputs, run, postprocess."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from handler.errors import ArtifactError, InvalidInput
+from handler.inference import postprocess
+from handler.inference.postprocess import LEGACY, FloatArray, TopK
+from handler.inference.session import create_session
+from handler.inference.tokenizer import Encoded, TextTokenizer
+
+RUNTIME_CONFIG = "config.json"
+# Inputs this core knows how to produce; a graph declaring anything else is refused at load.
+KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+BATCHING_MODES = ("per_text", "padded")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What the runtime needs of a model's config (written by the build as config.json)."""
+
+    id2label: Mapping[int, str]
+    problem_type: str | None
+    max_length: int
+    pad_token_id: int
+    batching: str = "per_text"
+    pre_optimized: bool = False
+    model_file: str = "model.onnx"
+    tokenizer_file: str = "tokenizer.json"
+    max_batch_size: int = 32
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelConfig:
+        try:
+            id2label = {int(k): str(v) for k, v in data["id2label"].items()}
+            config = cls(
+                id2label=id2label,
+                problem_type=data.get("problem_type"),
+                max_length=int(data["max_length"]),
+                pad_token_id=int(data.get("pad_token_id") or 0),
+                batching=str(data.get("batching", "per_text")),
+                pre_optimized=bool(data.get("pre_optimized", False)),
+                model_file=str(data.get("model_file", "model.onnx")),
+                tokenizer_file=str(data.get("tokenizer_file", "tokenizer.json")),
+                max_batch_size=int(data.get("max_batch_size", 32)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ArtifactError(f"{RUNTIME_CONFIG} is invalid: {exc!r}") from exc
+        if sorted(id2label) != list(range(len(id2label))) or not id2label:
+            raise ArtifactError(f"{RUNTIME_CONFIG}: id2label must number labels 0..n-1")
+        if config.batching not in BATCHING_MODES:
+            raise ArtifactError(f"{RUNTIME_CONFIG}: batching must be one of {BATCHING_MODES}")
+        return config
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id2label": {str(k): v for k, v in sorted(self.id2label.items())},
+            "problem_type": self.problem_type,
+            "max_length": self.max_length,
+            "pad_token_id": self.pad_token_id,
+            "batching": self.batching,
+            "pre_optimized": self.pre_optimized,
+            "model_file": self.model_file,
+            "tokenizer_file": self.tokenizer_file,
+            "max_batch_size": self.max_batch_size,
+        }
+
+
+@dataclass(frozen=True)
+class TextResult:
+    """One text's raw outcome: logits, tokens fed (special tokens included), truncation."""
+
+    logits: FloatArray
+    num_tokens: int
+    truncated: bool
+
+
+def text_problem(text: object) -> str | None:
+    """Why `text` cannot be classified, or None. Empty text is an error, not a guess."""
+    if not isinstance(text, str):
+        return f"is {'null' if text is None else type(text).__name__}, expected a string"
+    if not text.strip():
+        return "is empty or whitespace only"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. from a JSON "\ud800" escape
+        return "is not valid Unicode (lone surrogate)"
+    return None
+
+
+def check_texts(texts: Sequence[object]) -> list[str]:
+    """Every input must be a non-empty string; the error names the first one that is not."""
+    out: list[str] = []
+    for i, text in enumerate(texts):
+        problem = text_problem(text)
+        if problem is not None:
+            raise InvalidInput(f"input {i} {problem}")
+        out.append(text)  # type: ignore[arg-type]
+    return out
+
+
+class Classifier:
+    """A text classifier served from an ONNX graph and a tokenizer.json.
+
+    Predictions are batch-invariant: a text's answer never depends on the other texts in its
+    call. Dynamically quantised graphs compute activation scales over the whole input tensor
+    (padding included), so they run one text at a time ("per_text"); fp32 graphs run in
+    length-sorted padded micro-batches ("padded").
+    """
+
+    def __init__(
+        self, session: ort.InferenceSession, tokenizer: TextTokenizer, config: ModelConfig
+    ) -> None:
+        declared = [i.name for i in session.get_inputs()]
+        unknown = [name for name in declared if name not in KNOWN_INPUTS]
+        if unknown or "input_ids" not in declared:
+            raise ArtifactError(
+                f"graph inputs {declared} not supported: expected input_ids and optionally "
+                f"{', '.join(KNOWN_INPUTS[1:])}"
+            )
+        self.session = session
+        self.tokenizer = tokenizer
+        self.config = config
+        self.input_names = tuple(declared)
+        self.output_name = session.get_outputs()[0].name
+        self.id2label = dict(config.id2label)
+        self.num_labels = len(self.id2label)
+        self._batch = 1 if config.batching == "per_text" else max(1, config.max_batch_size)
+
+    @classmethod
+    def from_dir(cls, path: Path | str, threads: int = 1) -> Classifier:
+        folder = Path(path)
+        config_path = folder / RUNTIME_CONFIG
+        if not config_path.is_file():
+            raise ArtifactError(f"{folder} is not a built model folder: {RUNTIME_CONFIG} missing")
+        config = ModelConfig.from_json(json.loads(config_path.read_text(encoding="utf-8")))
+        for name in (config.model_file, config.tokenizer_file):
+            if not (folder / name).is_file():
+                raise ArtifactError(f"{folder} is missing {name}")
+        tokenizer = TextTokenizer.from_file(
+            folder / config.tokenizer_file, config.max_length, config.pad_token_id
+        )
+        session = create_session(folder / config.model_file, threads, config.pre_optimized)
+        return cls(session, tokenizer, config)
+
+    # -- named steps -------------------------------------------------------------------------
+
+    def _run_batch(self, batch: Sequence[Encoded]) -> FloatArray:
+        arrays = self.tokenizer.pad(batch)
+        feed = {name: arrays[name] for name in self.input_names}
+        logits = self.session.run([self.output_name], feed)[0]
+        out: FloatArray = np.asarray(logits, dtype=np.float32).reshape(len(batch), -1)
+        return out
+
+    def run(self, texts: Sequence[object]) -> list[TextResult]:
+        """Tokenise and run every text; results come back in input order."""
+        checked = check_texts(texts)
+        if not checked:
+            return []
+        encoded = self.tokenizer.encode(checked)
+        logits: list[FloatArray | None] = [None] * len(encoded)
+        if self._batch == 1:
+            for i, enc in enumerate(encoded):
+                logits[i] = self._run_batch([enc])[0]
+        else:
+            # Sort by length so each padded micro-batch wastes little on padding.
+            order = sorted(range(len(encoded)), key=lambda i: encoded[i].length)
+            for start in range(0, len(order), self._batch):
+                idx = order[start : start + self._batch]
+                for i, row in zip(idx, self._run_batch([encoded[i] for i in idx]), strict=True):
+                    logits[i] = row
+        return [
+            TextResult(logits=lg, num_tokens=enc.length, truncated=enc.truncated)
+            for lg, enc in zip(logits, encoded, strict=True)
+            if lg is not None
+        ]
+
+    def resolve_function(self, function_to_apply: str | None) -> str:
+        """The pipeline's choice: the caller's function, else one from problem type and labels."""
+        return postprocess.resolve_function(
+            function_to_apply, self.config.problem_type, self.num_labels
+        )
+
+    def scores(self, results: Sequence[TextResult], function_to_apply: str | None) -> FloatArray:
+        function = self.resolve_function(function_to_apply)
+        if not results:
+            return np.zeros((0, self.num_labels), dtype=np.float32)
+        return postprocess.apply(function, np.stack([r.logits for r in results]))
+
+    def format(
+        self, scores: FloatArray, single: bool, top_k: TopK = LEGACY
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]] | list[Any]:
+        answers = [postprocess.format_scores(row, self.id2label, top_k) for row in scores]
+        if single:
+            first = answers[0]
+            return first if isinstance(first, list) else [first]
+        return answers
+
+    def predict(
+        self,
+        inputs: str | Sequence[str],
+        *,
+        top_k: TopK = LEGACY,
+        function_to_apply: str | None = None,
+    ) -> list[Any]:
+        """The transformers `pipeline("text-classification")` contract.
+
+        A string gives `[{"label", "score"}]`; a list gives one answer per text. With `top_k`
+        given (None = every label), each answer is a score-sorted list of that many labels.
+        Texts over the model's max length are truncated (as with `truncation=True`).
+        """
+        postprocess.check_top_k(top_k)
+        self.resolve_function(function_to_apply)  # fail on a bad name before any work
+        single = isinstance(inputs, str)
+        texts: Sequence[object] = [inputs] if single else inputs
+        if not single and not isinstance(inputs, Sequence):
+            raise InvalidInput(
+                f"inputs must be a string or a list of strings, got {type(inputs).__name__}"
+            )
+        scores = self.scores(self.run(texts), function_to_apply)
+        return self.format(scores, single, top_k)

@@ -1,0 +1,83 @@
+"""Logits -> scores -> the transformers text-classification pipeline's output shape."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from handler.errors import InvalidInput
+
+FloatArray = npt.NDArray[np.float32]
+FUNCTIONS: Final = ("softmax", "sigmoid", "none")
+
+
+class _Legacy:
+    """Sentinel: top_k not given, the pipeline's legacy output shape."""
+
+    def __repr__(self) -> str:
+        return "LEGACY"
+
+
+LEGACY: Final = _Legacy()
+TopK = int | None | _Legacy
+
+
+def softmax(x: FloatArray) -> FloatArray:
+    shifted = np.exp(x - np.max(x, axis=-1, keepdims=True))
+    out: FloatArray = shifted / shifted.sum(axis=-1, keepdims=True)
+    return out
+
+
+def sigmoid(x: FloatArray) -> FloatArray:
+    out: FloatArray = 1.0 / (1.0 + np.exp(-x))
+    return out
+
+
+def default_function(problem_type: str | None, num_labels: int) -> str:
+    """As the pipeline chooses: none for regression, sigmoid for one label or multi-label."""
+    if problem_type == "regression":
+        return "none"
+    if problem_type == "multi_label_classification" or num_labels == 1:
+        return "sigmoid"
+    return "softmax"
+
+
+def resolve_function(name: str | None, problem_type: str | None, num_labels: int) -> str:
+    if name is None or name.lower() == "default":
+        return default_function(problem_type, num_labels)
+    if name.lower() not in FUNCTIONS:
+        raise InvalidInput(
+            f"function_to_apply must be one of {', '.join(FUNCTIONS)} (or default), got {name!r}"
+        )
+    return name.lower()
+
+
+def apply(function: str, logits: FloatArray) -> FloatArray:
+    if function == "softmax":
+        return softmax(logits)
+    if function == "sigmoid":
+        return sigmoid(logits)
+    return logits
+
+
+def check_top_k(top_k: TopK) -> None:
+    if isinstance(top_k, _Legacy) or top_k is None:
+        return
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise InvalidInput(f"top_k must be a positive integer or null, got {top_k!r}")
+
+
+def format_scores(
+    scores: Sequence[float] | FloatArray, id2label: Mapping[int, str], top_k: TopK
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """One text's answer, exactly as TextClassificationPipeline.postprocess shapes it."""
+    values = np.asarray(scores, dtype=np.float32)
+    if isinstance(top_k, _Legacy):
+        best = int(values.argmax())
+        return {"label": id2label[best], "score": float(values[best])}
+    ranked = [{"label": id2label[i], "score": float(v)} for i, v in enumerate(values)]
+    ranked.sort(key=lambda d: d["score"], reverse=True)
+    return ranked if top_k is None else ranked[:top_k]

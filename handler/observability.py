@@ -1,0 +1,41 @@
+"""Structured logging and CloudWatch EMF metrics (Powertools for AWS Lambda). Never logs input text.
+
+Powertools reads its own POWERTOOLS_* variables (service name, namespace, log level); the
+defaults below apply when they are unset.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+SERVICE = "text-classifier"
+NAMESPACE = "TextClassifier"
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE))
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE))
+
+# A health check or warm-up publishes no metric but the cold start; that is expected, not news.
+warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
+
+__all__ = ["MetricUnit", "logger", "metrics", "record_prediction"]
+
+
+def record_prediction(
+    *, source: str, texts: int, tokens: int, truncated: int, low_confidence: int, latency_ms: float
+) -> None:
+    """One request's or one chunk's figures, as EMF metrics (flushed by log_metrics)."""
+    metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=latency_ms)
+    metrics.add_metric(name="Texts", unit=MetricUnit.Count, value=texts)
+    metrics.add_metric(name="Tokens", unit=MetricUnit.Count, value=tokens)
+    metrics.add_metric(name="Truncations", unit=MetricUnit.Count, value=truncated)
+    metrics.add_metric(name="LowConfidence", unit=MetricUnit.Count, value=low_confidence)
+    metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=texts)
+    logger.debug(
+        "classified",
+        extra={"source": source, "texts": texts, "tokens": tokens, "truncated": truncated,
+               "low_confidence": low_confidence, "latency_ms": round(latency_ms, 3)},
+    )

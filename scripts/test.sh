@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets up .venv if needed, then lints, type-checks and runs the whole test suite (slow tests included).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+VENV="${VENV:-.venv}"
+"$VENV/bin/ruff" check handler tests scripts
+"$VENV/bin/mypy"
+"$VENV/bin/python" -m pytest "$@"

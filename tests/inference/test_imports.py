@@ -1,0 +1,50 @@
+"""The inference core imports numpy, onnxruntime, tokenizers (and the errors leaf) only."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import handler.inference
+
+ALLOWED = {"numpy", "onnxruntime", "tokenizers", "handler"}
+ALLOWED_HANDLER = ("handler.inference", "handler.errors")
+CORE = Path(handler.inference.__file__).parent
+
+
+def _imports(path: Path) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def test_core_imports_only_its_three_libraries() -> None:
+    bad = []
+    for path in sorted(CORE.glob("*.py")):
+        for name in _imports(path):
+            top = name.split(".")[0]
+            if top in sys.stdlib_module_names:
+                continue
+            if top not in ALLOWED or (top == "handler" and not name.startswith(ALLOWED_HANDLER)):
+                bad.append(f"{path.name}: {name}")
+    assert bad == []
+
+
+def test_runtime_path_loads_no_build_time_library() -> None:
+    code = (
+        "import sys, handler.entry, handler.adapters.s3_batch;"
+        "bad=[m for m in ('torch','transformers','onnx','huggingface_hub','optimum') if m in sys.modules];"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, check=True,
+        env={"MODEL_DIR": "/nonexistent", "HANDLER_LAZY_MODEL": "1", "PATH": ""},
+    )
+    assert out.stdout.strip() == ""
