@@ -28,7 +28,7 @@ def load_event(name: str) -> dict[str, Any]:
 def build_tiny(tmp: Path, target: str = "x86-vnni", **hub_kwargs: Any) -> Path:
     hub = tiny.make_hub_folder(tmp / "hub", **hub_kwargs)
     out = tmp / f"model-{target}"
-    build(BuildOptions(model=str(hub), target=target, out=out, eval_path=tiny.write_eval(tmp / "eval.tsv")))
+    build(BuildOptions(model=str(hub), target=target, out=out, eval_path=tiny.write_eval(tmp / "eval.tsv", hub_kwargs.get("labels"))))
     return out
 
 

@@ -124,13 +124,14 @@ def make_hub_folder(
     return folder
 
 
-def write_eval(path: Path) -> Path:
+def write_eval(path: Path, labels: list[str] | None = None) -> Path:
     """Labelled lines the tiny model gets right, for its build gate."""
+    neg_name, pos_name = (labels or ["NEGATIVE", "POSITIVE"])[:2]
     rows = []
     for i, (pos, neg) in enumerate(zip(POSITIVE, NEGATIVE, strict=True)):
         rows.append(f"the movie was {pos} .\t1")
         rows.append(f"it is {neg} and {NEGATIVE[(i + 1) % len(NEGATIVE)]}\t0")
-        rows.append(f"i {pos} this film , {POSITIVE[(i + 3) % len(POSITIVE)]} plot\tPOSITIVE")
-        rows.append(f"{neg} plot !\tNEGATIVE")
+        rows.append(f"i {pos} this film , {POSITIVE[(i + 3) % len(POSITIVE)]} plot\t{pos_name}")
+        rows.append(f"{neg} plot !\t{neg_name}")
     path.write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
     return path

@@ -6,6 +6,7 @@ torch and transformers are imported here only, lazily: `pip install '.[torch]'`.
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 
 from handler.errors import BuildError
@@ -31,7 +32,11 @@ def export_onnx(folder: Path, out: Path) -> list[str]:
     axes = {n: {0: "batch_size", 1: "sequence_length"} for n in names}
     axes["logits"] = {0: "batch_size"}
     out.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    # The TorchScript exporter (dynamo=False): it needs no onnxscript, takes dynamic_axes, and its
+    # graphs are the ones ORT's transformer fusions were written against. It warns that it is
+    # legacy; that is a choice here, not news.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # also TracerWarnings about Python-side shape checks
         torch.onnx.export(
             model,
             (),

@@ -1,0 +1,177 @@
+"""End-to-end builds on the stand-in model (../shared, or STANDIN_MODEL_DIR): every target, the
+gate, the manifest, tokenizer and graph parity with transformers/PyTorch where installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from handler.build import quantize as quantize_module
+from handler.build.manifest import check_files
+from handler.build.pipeline import BuildOptions, build
+from handler.errors import ArtifactError, GateFailed
+from handler.evaluate import evaluate, read_labelled
+from handler.inference import Classifier
+from handler.inference.tokenizer import TextTokenizer
+
+pytestmark = pytest.mark.slow
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+VARIED = [
+    "Hello world!",
+    "Crème brûlée à la café: naïve façade, ÉLAN, Ångström.",
+    "東京は素晴らしい。我喜欢这部电影。한국어 텍스트",
+    "Great film 😀🎬👍🏽 — totally worth it…",
+    "tabs\tand\nnewlines\r\n and \x00 nulls \x07 bell \u200b zero-width",
+    "Don't you think it's ``quoted'' -- and (parenthesised)?",
+    "   leading and trailing spaces   ",
+    "UPPER lower MiXeD 1234567890 3.14 $100 #tag @user https://example.com/a?b=c",
+]
+
+
+def test_manifest_records_source_target_checksums_and_gate(standin_built: Path) -> None:
+    manifest = check_files(standin_built)
+    assert set(manifest["files"]) == {"model.onnx", "tokenizer.json", "config.json"}
+    assert manifest["source"]["model_type"] == "distilbert"
+    assert manifest["target"]["name"] == "x86-avx2"
+    assert manifest["quantization"]["reduce_range"] is True
+    assert manifest["labels"] == ["NEGATIVE", "POSITIVE"]
+    assert manifest["max_length"] == 512
+    assert manifest["graph_inputs"] == ["input_ids", "attention_mask"]
+    v = manifest["verification"]
+    assert v["n"] == 436 and v["failed"] == []
+    assert v["agreement"] >= 0.985 and v["accuracy_drop_points"] <= 0.5
+    assert v["batch_invariance"]["served"]["max_score_diff"] == 0.0
+    assert "onnxruntime" in manifest["tools"]
+    assert manifest["files"]["model.onnx"]["bytes"] < manifest["sizes_bytes"]["fp32_source"] / 3
+
+
+def test_verify_command_catches_a_changed_file(standin_built: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "m"
+    copy.mkdir()
+    for p in standin_built.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    check_files(copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["id2label"]["0"] = "TAMPERED"
+    (copy / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError, match="config.json sha256"):
+        check_files(copy)
+
+
+@pytest.mark.parametrize("target", ["x86-vnni", "arm64", "none"])
+def test_every_target_builds_and_classifies(
+    target: str, standin_dir: Path, standin_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / target
+    manifest = build(BuildOptions(model=str(standin_dir), target=target, out=out, eval_path=standin_data))
+    assert manifest["target"]["name"] == target
+    assert manifest["batching"] == ("padded" if target == "none" else "per_text")
+    clf = Classifier.from_dir(out)
+    answers = clf.predict(["A masterpiece: moving, funny and beautifully acted.",
+                           "A tedious, badly written waste of two hours."])
+    assert [a["label"] for a in answers] == ["POSITIVE", "NEGATIVE"]
+    assert evaluate(clf, read_labelled(standin_data, clf.id2label))["accuracy"] > 0.86
+
+
+def _damage(original: Any) -> Any:
+    def damaged(src: Path, dst: Path, target: Any, recipe: str = "all") -> dict[str, Any]:
+        import onnx
+        from onnx import numpy_helper
+
+        result = original(src, dst, target, recipe)
+        model = onnx.load(str(dst))
+        rng = np.random.default_rng(0)
+        for init in model.graph.initializer:
+            arr = numpy_helper.to_array(init)
+            if arr.dtype == np.int8 and arr.ndim == 2:  # the quantised MatMul weights
+                flip = rng.random(arr.shape) < 0.3
+                broken = np.where(flip, -arr, arr).astype(np.int8)
+                init.CopyFrom(numpy_helper.from_array(broken, init.name))
+        onnx.save(model, str(dst))
+        return result
+
+    return damaged
+
+
+def test_gate_rejects_a_damaged_model_and_leaves_nothing(
+    standin_dir: Path, standin_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(quantize_module, "quantize", _damage(quantize_module.quantize))
+    out = tmp_path / "model"
+    with pytest.raises(GateFailed, match="agreement") as info:
+        build(BuildOptions(model=str(standin_dir), target="x86-vnni", out=out, eval_path=standin_data))
+    assert "verification failed" in str(info.value)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_cli_build_exits_non_zero_naming_the_measure(
+    standin_dir: Path, standin_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "model"
+    proc = subprocess.run(
+        [sys.executable, "-m", "handler", "build", "--model", str(standin_dir), "--eval",
+         str(standin_data), "--out", str(out), "--target", "x86-vnni", "--min-agreement", "1.01"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 2
+    assert "agreement" in proc.stderr and "verification failed" in proc.stderr
+    assert not out.exists()
+
+
+PINNED = {
+    # text: (label, fp32 POSITIVE score from the published fp32 graph)
+    "A masterpiece: moving, funny and beautifully acted.": "POSITIVE",
+    "A tedious, badly written waste of two hours.": "NEGATIVE",
+    "it 's a charming and often affecting journey . ": "POSITIVE",
+    "unflinchingly bleak and desperate ": "NEGATIVE",
+}
+
+
+def test_pinned_outputs(standin_built: Path) -> None:
+    clf = Classifier.from_dir(standin_built)
+    answers = clf.predict(list(PINNED))
+    assert [a["label"] for a in answers] == list(PINNED.values())
+    assert all(a["score"] > 0.9 for a in answers)
+    # Two fixed scores: the int8 artifact stays within 0.02 of what it gave when written.
+    first = clf.predict(list(PINNED)[0], top_k=None)
+    assert {d["label"]: round(d["score"], 2) for d in first}["POSITIVE"] == pytest.approx(0.99, abs=0.02)
+
+
+@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers not installed")
+def test_token_ids_match_transformers(standin_built: Path, standin_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    theirs = AutoTokenizer.from_pretrained(str(standin_dir))
+    ours = TextTokenizer.from_file(standin_built / "tokenizer.json", 512, 0)
+    long = " ".join(["wonderful", "film", "naïve", "東京", "😀"] * 500)  # ~2,000+ tokens
+    texts = [*VARIED, long]
+    for text, enc in zip(texts, ours.encode(texts), strict=True):
+        expected = theirs(text, truncation=True, max_length=512)["input_ids"]
+        assert enc.ids == expected, text[:40]
+    assert ours.encode([long])[0].truncated and len(ours.encode([long])[0].ids) == 512
+
+
+@pytest.mark.skipif(not (HAS_TORCH and HAS_TRANSFORMERS), reason="torch/transformers not installed")
+def test_fp32_graph_matches_pytorch(standin_dir: Path) -> None:
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(standin_dir))
+    model = AutoModelForSequenceClassification.from_pretrained(str(standin_dir)).eval()
+    sess = ort.InferenceSession(str(standin_dir / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    batch = tok(VARIED, padding=True, truncation=True, return_tensors="np")
+    onnx_logits = sess.run(["logits"], {k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask")})[0]
+    with torch.no_grad():
+        torch_logits = model(**{k: torch.tensor(batch[k]) for k in ("input_ids", "attention_mask")}).logits.numpy()
+    np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4)
