@@ -93,7 +93,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from handler.entry import create_local_app
+    from handler.function import create_local_app
 
     uvicorn.run(create_local_app(), host=args.host, port=args.port, log_level="info")
     return 0

@@ -1,76 +1,13 @@
-"""lambda_handler: built once per execution environment, at import (Lambda's init phase)."""
+"""lambda_handler: built once per execution environment, at import (Lambda's init phase).
+
+Importing this module loads the model named by MODEL_DIR; that is the point of it. Tests and
+tools that want a Function without side effects import handler.function instead.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
+from handler.config import get_settings
+from handler.function import Function, make_lambda_handler
 
-from handler.adapters import router
-from handler.adapters.apigw import create_http_handler
-from handler.adapters.s3_batch import BatchAdapter
-from handler.adapters.s3_store import S3Store, invoke_self
-from handler.batch.job import Store
-from handler.config import Settings, get_settings
-from handler.observability import logger, metrics
-from handler.runtime import LoadedModel, get_model
-
-Handler = Callable[[dict[str, Any], Any], Any]
-
-
-class Function:
-    """Everything heavy, built once: model, app, Mangum instance, S3 client."""
-
-    def __init__(self, settings: Settings, model: LoadedModel, store: Store | None = None) -> None:
-        self.settings = settings
-        self.model = model
-        self.http = create_http_handler(settings, model)
-        self.batch = BatchAdapter(settings, model, store or S3Store(), invoke_self)
-        self.routes: dict[str, Handler] = {
-            router.HTTP: self.http,
-            router.S3: self.batch.handle_s3,
-            router.SQS: self.batch.handle_sqs,
-            router.EVENTBRIDGE: self.batch.handle_eventbridge,
-            router.CONTINUATION: self.batch.handle_continuation,
-            router.WARMUP: self.warmup,
-        }
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Function:
-        return cls(settings, get_model(settings.model_dir, settings.num_threads))
-
-    def warmup(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        started = time.perf_counter()
-        prediction = self.model.classifier.predict("warm up")
-        return {
-            "warm": True,
-            "model_id": self.model.model_id,
-            "load_seconds": round(self.model.load_seconds, 3),
-            "prediction_ms": round((time.perf_counter() - started) * 1000, 3),
-            "labels": sorted(self.model.classifier.id2label.values()),
-            "sample": prediction,
-        }
-
-    def __call__(self, event: dict[str, Any], context: Any) -> Any:
-        return self.routes[router.kind_of(event)](event, context)
-
-
-def make_lambda_handler(function: Function) -> Handler:
-    @logger.inject_lambda_context(clear_state=True)
-    @metrics.log_metrics(capture_cold_start_metric=True)
-    def lambda_handler(event: dict[str, Any], context: Any) -> Any:
-        return function(event, context)
-
-    return lambda_handler
-
-
-def create_local_app() -> Any:
-    """The same FastAPI app, for uvicorn (python -m handler serve)."""
-    from handler.api import create_app
-
-    settings = get_settings()
-    return create_app(settings, get_model(settings.model_dir, settings.num_threads))
-
-
-_function = Function.from_settings(get_settings())
-lambda_handler = make_lambda_handler(_function)
+function = Function.from_settings(get_settings())
+lambda_handler = make_lambda_handler(function)

@@ -34,7 +34,7 @@ def record_prediction(
     metrics.add_metric(name="Truncations", unit=MetricUnit.Count, value=truncated)
     metrics.add_metric(name="LowConfidence", unit=MetricUnit.Count, value=low_confidence)
     metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=texts)
-    logger.debug(
+    logger.info(
         "classified",
         extra={"source": source, "texts": texts, "tokens": tokens, "truncated": truncated,
                "low_confidence": low_confidence, "latency_ms": round(latency_ms, 3)},

@@ -14,6 +14,7 @@ from handler.api.schemas import ClassifyRequest, ErrorBody, Health
 from handler.config import Settings
 from handler.errors import InputTooLarge, InvalidInput
 from handler.inference import LEGACY, TextResult
+from handler.inference import postprocess
 from handler.inference.postprocess import TopK
 from handler.observability import record_prediction
 from handler.runtime import LoadedModel
@@ -120,10 +121,11 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
         function = clf.resolve_function(params.function_to_apply)
         results = clf.run(texts)
         scores = clf.scores(results, function)
-        answer: Any = clf.format(scores, single, top_k)
+        answers: list[Any] = clf.format(scores, False, top_k)
         min_score = params.min_score if params.min_score is not None else settings.min_score
         if min_score is not None:
-            answer = [apply_min_score(a, min_score) for a in answer]
+            answers = [apply_min_score(a, min_score) for a in answers]
+        answer = postprocess.shape(answers, single)
         top = [float(row.max()) for row in scores]
         _figures(results, top, min_score if min_score is not None else LOW_CONFIDENCE, started)
         truncated = [str(i) for i, r in enumerate(results) if r.truncated]

@@ -199,10 +199,7 @@ class Classifier:
         self, scores: FloatArray, single: bool, top_k: TopK = LEGACY
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]] | list[Any]:
         answers = [postprocess.format_scores(row, self.id2label, top_k) for row in scores]
-        if single:
-            first = answers[0]
-            return first if isinstance(first, list) else [first]
-        return answers
+        return postprocess.shape(answers, single)
 
     def predict(
         self,

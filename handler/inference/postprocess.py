@@ -81,3 +81,11 @@ def format_scores(
     ranked = [{"label": id2label[i], "score": float(v)} for i, v in enumerate(values)]
     ranked.sort(key=lambda d: d["score"], reverse=True)
     return ranked if top_k is None else ranked[:top_k]
+
+
+def shape(answers: list[Any], single: bool) -> list[Any]:
+    """The pipeline's outer shape: one string gives its answer as a list; a list, one per text."""
+    if not single:
+        return answers
+    first = answers[0]
+    return first if isinstance(first, list) else [first]

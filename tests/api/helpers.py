@@ -1,0 +1,43 @@
+"""Call the real lambda_handler with API events built from the fixtures in tests/events."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from handler.adapters.local import LocalContext
+from handler.config import Settings
+from handler.function import Function, make_lambda_handler
+from handler.runtime import get_model
+from tests.conftest import load_event
+
+
+def make_handler(model_dir: Path, **overrides: Any) -> Any:
+    settings = Settings(model_dir=model_dir, num_threads=1, **overrides)
+    return make_lambda_handler(Function(settings, get_model(model_dir, 1)))
+
+
+def http_event(body: Any = None, *, raw: bytes | None = None, path: str = "/classify",
+               method: str = "POST", b64: bool = False) -> dict[str, Any]:
+    event = copy.deepcopy(load_event("apigw-http-classify.json"))
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["requestContext"]["http"]["method"] = method
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    if data is None:
+        event.pop("body", None)
+    elif b64:
+        event["body"], event["isBase64Encoded"] = base64.b64encode(data).decode(), True
+    else:
+        event["body"] = data.decode("utf-8")
+    return event
+
+
+def call(handler: Any, event: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+    response = handler(event, LocalContext())
+    body = response.get("body") or "null"
+    if response.get("isBase64Encoded"):
+        body = base64.b64decode(body).decode()
+    return response["statusCode"], json.loads(body), response.get("headers", {})
