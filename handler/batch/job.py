@@ -7,7 +7,6 @@ reader sees the previous output or the complete new one, never a half-written ob
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -69,8 +68,23 @@ def _line(record: Record, prediction: dict[str, Any] | None, truncated: bool) ->
     return out
 
 
-def classify_chunk(classifier: Classifier, chunk: list[Record]) -> list[dict[str, Any]]:
-    """Lines for a chunk of records, in order; valid texts go through the classifier together."""
+def _record(lines: list[dict[str, Any]], tokens: int, started: float) -> None:
+    ok = [ln for ln in lines if "error" not in ln]
+    record_prediction(
+        source="s3",
+        texts=len(ok),
+        tokens=tokens,
+        truncated=sum(ln["truncated"] for ln in ok),
+        low_confidence=sum(ln["score"] < LOW_CONFIDENCE for ln in ok),
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+def classify_chunk(
+    classifier: Classifier, chunk: list[Record]
+) -> tuple[list[dict[str, Any]], int]:
+    """Lines for a chunk of records, in order, and the tokens fed; valid texts go through the
+    classifier together (micro-batched, batch-invariant)."""
     good = [r for r in chunk if r.text is not None]
     results = classifier.run([r.text for r in good]) if good else []
     scores = classifier.scores(results, None)
@@ -82,7 +96,7 @@ def classify_chunk(classifier: Classifier, chunk: list[Record]) -> list[dict[str
     for r in chunk:
         answer, truncated = by_number.get(r.number, (None, False))
         lines.append(_line(r, answer, truncated))
-    return lines
+    return lines, sum(res.num_tokens for res in results)
 
 
 def _chunks(items: Iterator[Record], size: int) -> Iterator[list[Record]]:
@@ -143,31 +157,36 @@ def run(
     kinds: Counter[str] = Counter(resume.get("error_kinds", {}) if resume else {})
     skip = progress.records
     fd, path = tempfile.mkstemp(prefix="predictions-", suffix=".jsonl")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as out:
-            if resume and skip and not store.download_file(dest.bucket, partial_key, path):
-                raise RuntimeError(f"checkpoint {partial_key} is missing: cannot resume")
-            out.seek(0, os.SEEK_END)
+        # The lines already written by earlier invocations come first (download replaces the file).
+        if resume and skip and not store.download_file(dest.bucket, partial_key, path):
+            raise RuntimeError(f"checkpoint {partial_key} is missing: cannot resume")
+        with open(path, "ab") as out:
             items = itertools.islice(records(stream, fmt, gz), skip, None)
-            for chunk in _chunks(items, chunk_size):
+            chunks = _chunks(items, chunk_size)
+            chunk = next(chunks, None)
+            while chunk is not None:
                 t0 = time.perf_counter()
-                lines = classify_chunk(classifier, chunk)
+                lines, tokens = classify_chunk(classifier, chunk)
                 _write(out, lines)
                 progress.add(lines, kinds)
-                ok = [ln for ln in lines if "error" not in ln]
-                record_prediction(
-                    source="s3", texts=len(ok), tokens=0,
-                    truncated=sum(ln["truncated"] for ln in ok),
-                    low_confidence=sum(ln["score"] < LOW_CONFIDENCE for ln in ok),
-                    latency_ms=(time.perf_counter() - t0) * 1000,
-                )
-                if time_left_ms is not None and continue_with and time_left_ms() < margin_ms:
+                _record(lines, tokens, t0)
+                chunk = next(chunks, None)  # look ahead: never hand over an empty remainder
+                if (
+                    chunk is not None
+                    and time_left_ms is not None
+                    and continue_with is not None
+                    and time_left_ms() < margin_ms
+                ):
                     out.flush()
                     store.upload_file(dest.bucket, partial_key, path, "application/x-ndjson")
                     state = {"progress": asdict(progress), "error_kinds": dict(kinds)}
                     continue_with({"continuation": {"source": asdict(pinned), **state}})
-                    logger.info("time budget spent: continuing in a new invocation",
-                                extra={"records_done": progress.records})
+                    logger.info(
+                        "time budget spent: continuing in a new invocation",
+                        extra={"records_done": progress.records},
+                    )
                     return {"status": "continued", "records_done": progress.records}
         store.upload_file(dest.bucket, out_key, path, "application/x-ndjson")
     finally:
@@ -196,6 +215,3 @@ def run(
 def _write(out: IO[bytes], lines: list[dict[str, Any]]) -> None:
     out.write(b"".join(json.dumps(ln, ensure_ascii=False).encode() + b"\n" for ln in lines))
 
-
-def fingerprint(ref: ObjectRef) -> str:
-    return hashlib.sha256(json.dumps(asdict(ref), sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,226 @@
+"""S3-triggered batch classification: formats, bad records, keys, idempotency, failures."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from handler.adapters.local import LocalContext
+from tests.adapters.conftest import INPUT, OUTPUT, Batch, gz, s3_event
+from tests.conftest import load_event
+
+GOOD = ["the movie was great", "awful boring plot", "i loved it", "a dull and bad film", "best fun"]
+EXPECTED = ["POSITIVE", "NEGATIVE", "POSITIVE", "NEGATIVE", "POSITIVE"]
+
+
+def _jsonl() -> str:
+    return "".join(json.dumps({"id": f"r{i}", "text": t}) + "\n" for i, t in enumerate(GOOD))
+
+
+def _csv() -> str:
+    rows = [f'r{i},"{t}"' for i, t in enumerate(GOOD)]
+    return "\ufeffid,text\r\n" + "\r\n".join(rows) + "\r\n"
+
+
+def _txt() -> str:
+    return "\n".join(GOOD) + "\n"
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "txt"])
+@pytest.mark.parametrize("compressed", [False, True])
+def test_every_format_and_its_gzip(batch: Batch, fmt: str, compressed: bool) -> None:
+    content = {"jsonl": _jsonl, "csv": _csv, "txt": _txt}[fmt]()
+    key = f"incoming/reviews.{fmt}" + (".gz" if compressed else "")
+    result = batch.invoke(batch.upload(key, gz(content) if compressed else content))
+    assert result["results"][0]["status"] == "done"
+    lines = batch.output(key)
+    assert [ln["record"] for ln in lines] == [1, 2, 3, 4, 5]
+    assert [ln["label"] for ln in lines] == EXPECTED
+    if fmt != "txt":
+        assert [ln["id"] for ln in lines] == [f"r{i}" for i in range(5)]
+    summary = batch.summary(key)
+    assert summary["records"] == 5 and summary["errors"] == 0 and summary["classified"] == 5
+    assert len(summary["model_sha256"]) == 64
+    assert summary["format"] == f".{fmt}" + (".gz" if compressed else "")
+
+
+def test_bad_jsonl_records_are_reported_in_place(batch: Batch) -> None:
+    lines = [
+        json.dumps({"id": 1, "text": "great fun"}),
+        "{not json",
+        json.dumps({"id": 3}),
+        json.dumps({"id": 4, "text": ""}),
+        json.dumps({"id": 5, "text": 42}),
+        json.dumps(["a", "list"]),
+        "",
+        json.dumps({"id": 8, "text": None}),
+        json.dumps({"id": 9, "text": "awful"}),
+    ]
+    raw = ("\n".join(lines) + "\n").encode() + b'{"id": 10, "text": "caf\xe9"}\n' + b'{"id": 11, "text": "bad \\ud800"}\n'
+    result = batch.invoke(batch.upload("incoming/mixed.jsonl", raw))
+    out = batch.output("incoming/mixed.jsonl")
+    assert len(out) == 11 and [ln["record"] for ln in out] == list(range(1, 12))
+    assert out[0]["label"] == "POSITIVE" and out[8]["label"] == "NEGATIVE"
+    errors = {ln["record"]: ln["error"] for ln in out if "error" in ln}
+    assert "invalid JSON" in errors[2]
+    assert errors[3] == "missing 'text'" and out[2]["id"] == 3
+    assert "empty" in errors[4] and "int" in errors[5] and "JSON object" in errors[6]
+    assert errors[7] == "empty line" and "null" in errors[8]
+    assert errors[10] == "not valid UTF-8" and "surrogate" in errors[11]
+    assert result["results"][0]["errors"] == 9 and result["results"][0]["records"] == 11
+
+
+def test_bad_csv_rows_are_reported_in_place(batch: Batch) -> None:
+    raw = (
+        b'id,text\n1,"great, really great"\n2\n3,"multi\nline awful"\n4,ok,extra\n5,"   "\n'
+        b"6,caf\xe9\n7,\"unterminated\n"
+    )
+    batch.invoke(batch.upload("incoming/mixed.csv", raw))
+    out = batch.output("incoming/mixed.csv")
+    assert [ln["record"] for ln in out] == list(range(1, len(out) + 1))
+    assert out[0]["label"] == "POSITIVE" and out[2]["label"] == "NEGATIVE"
+    assert "fields" in out[1]["error"] and "fields" in out[3]["error"]
+    assert "empty" in out[4]["error"] and out[5]["error"] == "not valid UTF-8"
+    assert "error" in out[6] and len(out) == 7
+
+
+def test_csv_without_text_column_reports_every_row(batch: Batch) -> None:
+    batch.invoke(batch.upload("incoming/notext.csv", "id,body\n1,good\n2,bad\n"))
+    out = batch.output("incoming/notext.csv")
+    assert len(out) == 2 and all("no 'text' column" in ln["error"] for ln in out)
+
+
+def test_txt_empty_lines_and_crlf(batch: Batch) -> None:
+    batch.invoke(batch.upload("incoming/notes.txt", b"great\r\n\r\nawful\r\n  \n"))
+    out = batch.output("incoming/notes.txt")
+    assert [ln.get("label", ln.get("error")) for ln in out] == ["POSITIVE", "empty line", "NEGATIVE", "empty line"]
+
+
+@pytest.mark.parametrize("key", ["incoming/my reviews +été.jsonl", "incoming/a%b/日本 (1).txt"])
+def test_url_encoded_keys_are_decoded(batch: Batch, key: str) -> None:
+    event = batch.upload(key, _jsonl() if key.endswith("jsonl") else _txt())
+    assert "+" in event["Records"][0]["s3"]["object"]["key"]
+    batch.invoke(event)
+    assert len(batch.output(key)) == 5
+
+
+def test_empty_object_and_header_only_csv(batch: Batch) -> None:
+    for key, data in [("incoming/empty.jsonl", b""), ("incoming/header.csv", b"id,text\n"),
+                      ("incoming/empty.txt.gz", gz(""))]:
+        batch.invoke(batch.upload(key, data))
+        assert batch.output(key) == []
+        assert batch.summary(key)["records"] == 0
+
+
+def test_repeated_event_gives_the_same_output_once(batch: Batch) -> None:
+    key = "incoming/again.jsonl"
+    event = batch.upload(key, _jsonl())
+    first = batch.invoke(event)["results"][0]
+    etag = batch.client.head_object(Bucket=OUTPUT, Key=f"predictions/{key}.predictions.jsonl")["ETag"]
+    second = batch.invoke(event)["results"][0]
+    assert first["status"] == "done" and second["status"] == "already_done"
+    assert batch.client.head_object(Bucket=OUTPUT, Key=f"predictions/{key}.predictions.jsonl")["ETag"] == etag
+    keys = [o["Key"] for o in batch.client.list_objects_v2(Bucket=OUTPUT)["Contents"]]
+    assert sorted(keys) == [f"predictions/{key}.predictions.jsonl", f"predictions/{key}.summary.json"]
+    # A new upload under the same key is new content: classified again, not skipped.
+    third = batch.invoke(batch.upload(key, _txt().replace("great", "awful")))["results"][0]
+    assert third["status"] == "done"
+
+
+def test_changed_object_is_not_classified_under_the_old_event(batch: Batch) -> None:
+    key = "incoming/changing.txt"
+    old_event = batch.upload(key, "great\n")
+    batch.upload(key, "awful\n")  # overwritten before the first event is handled
+    result = batch.invoke(old_event)["results"][0]
+    assert result["status"] == "skipped" and "changed since the event" in result["reason"]
+    with pytest.raises(ClientError):
+        batch.output(key)
+
+
+def test_missing_object_raises_so_lambda_retries(batch: Batch) -> None:
+    with pytest.raises(ClientError) as info:
+        batch.invoke(s3_event("incoming/never-uploaded.jsonl", None))
+    assert info.value.response["Error"]["Code"] in ("NoSuchKey", "404")
+
+
+def test_unsupported_extension_is_a_clear_error(batch: Batch) -> None:
+    from handler.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="unsupported file type"):
+        batch.invoke(batch.upload("incoming/picture.png", b"\x89PNG"))
+
+
+def test_event_for_own_output_is_refused(batch: Batch) -> None:
+    batch.client.put_object(Bucket=OUTPUT, Key="predictions/x.jsonl", Body=b"{}\n")
+    event = s3_event("predictions/x.jsonl", None)
+    event["Records"][0]["s3"]["bucket"]["name"] = OUTPUT
+    result = batch.invoke(event)["results"][0]
+    assert result["status"] == "refused"
+
+
+def test_sqs_wrapped_notifications_report_partial_failures(batch: Batch) -> None:
+    good = batch.upload("incoming/sqs.jsonl", _jsonl())
+    event = load_event("sqs-s3.json")
+    ok_msg = dict(event["Records"][0], messageId="ok", body=json.dumps(good))
+    bad_msg = dict(event["Records"][0], messageId="bad",
+                   body=json.dumps(s3_event("incoming/missing.jsonl", None)))
+    test_msg = dict(event["Records"][0], messageId="test", body=json.dumps({"Event": "s3:TestEvent"}))
+    result = batch.invoke({"Records": [ok_msg, bad_msg, test_msg]})
+    assert result == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+    assert len(batch.output("incoming/sqs.jsonl")) == 5
+
+
+def test_eventbridge_object_created(batch: Batch) -> None:
+    key = "incoming/notes+1.txt.gz"
+    batch.upload(key, gz(_txt()))
+    event = load_event("eventbridge-s3.json")
+    event["detail"]["bucket"]["name"] = INPUT
+    event["detail"]["object"]["key"] = "incoming/notes%2B1.txt.gz"
+    event["detail"]["object"]["etag"] = batch.client.head_object(Bucket=INPUT, Key=key)["ETag"].strip('"')
+    batch.invoke(event)
+    assert [ln["label"] for ln in batch.output(key)] == EXPECTED
+
+
+def test_versioned_bucket_reads_the_announced_version(batch: Batch) -> None:
+    batch.client.put_bucket_versioning(Bucket=INPUT, VersioningConfiguration={"Status": "Enabled"})
+    key = "incoming/versioned.txt"
+    first = batch.upload(key, "great\n")
+    batch.upload(key, "awful\nawful\n")
+    assert first["Records"][0]["s3"]["object"].get("versionId")
+    batch.invoke(first)
+    assert [ln["label"] for ln in batch.output(key)] == ["POSITIVE"]
+
+
+class ShortContext(LocalContext):
+    """A context whose time budget is always nearly spent."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 1
+
+
+def test_object_too_big_for_one_invocation_continues_from_a_checkpoint(batch: Batch) -> None:
+    key = "incoming/big.jsonl"
+    content = "".join(json.dumps({"id": i, "text": GOOD[i % 5]}) + "\n" for i in range(22))
+    event = batch.upload(key, content)
+    handed_over: list[dict[str, Any]] = []
+    batch.function.batch.continue_with = lambda context: handed_over.append
+    result = batch.invoke(event, ShortContext())["results"][0]
+    assert result == {"status": "continued", "records_done": 4}
+    hops = 1
+    while handed_over:
+        follow_up = handed_over.pop()
+        assert follow_up["continuation"]["source"]["key"] == key
+        result = batch.invoke(follow_up, ShortContext())
+        hops += 1
+    assert result["status"] == "done" and hops == 6  # 22 records, 4 per chunk
+    out = batch.output(key)
+    assert [ln["record"] for ln in out] == list(range(1, 23))
+    assert [ln["id"] for ln in out] == list(range(22))
+    assert [ln["label"] for ln in out] == [EXPECTED[i % 5] for i in range(22)]
+    summary = batch.summary(key)
+    assert summary["records"] == 22 and summary["invocations"] == 6
+    keys = [o["Key"] for o in batch.client.list_objects_v2(Bucket=OUTPUT)["Contents"]]
+    assert not any(k.endswith(".partial.jsonl") for k in keys)
