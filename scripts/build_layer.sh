@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Builds the Lambda layer zip (python/ + runtime dependencies) for one architecture, from
+# manylinux_2_28 wheels (the python3.12 runtime runs Amazon Linux 2023, glibc 2.34), and the
+# function folder (handler/ + the built model) for the zip-packaged template.
+#
+#   scripts/build_layer.sh [x86_64|arm64]
+#   env: PYVER=3.12  MODEL_DIR=build/model  LAYER_OUT=layers/build  PIP="python3 -m pip"
+#
+# Fails when the unzipped layer plus function passes Lambda's 250 MB limit; prints sizes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ARCH="${1:-x86_64}"
+PYVER="${PYVER:-3.12}"
+MODEL_DIR="${MODEL_DIR:-build/model}"
+PIP="${PIP:-python3 -m pip}"
+LIMIT=$((250 * 1024 * 1024))
+
+case "$ARCH" in
+  x86_64) MACHINE=x86_64 ;;
+  arm64) MACHINE=aarch64 ;;
+  *) echo "error: architecture must be x86_64 or arm64, got '$ARCH'" >&2; exit 2 ;;
+esac
+
+OUT="${LAYER_OUT:-layers/build}/$ARCH-py$PYVER"
+rm -rf "$OUT"
+mkdir -p "$OUT/layer/python" "$OUT/function"
+
+# pip does not widen a custom --platform to older manylinux tags: list the ones glibc 2.28 runs.
+PLATFORMS=(--platform "manylinux_2_28_$MACHINE" --platform "manylinux_2_17_$MACHINE"
+           --platform "manylinux2014_$MACHINE")
+COMMON=(--target "$OUT/layer/python" "${PLATFORMS[@]}" --python-version "$PYVER"
+        --implementation cp --only-binary=:all: --no-compile --quiet --disable-pip-version-check)
+
+$PIP install "${COMMON[@]}" -r layers/requirements.txt
+$PIP install "${COMMON[@]}" --no-deps -r layers/requirements-nodeps.txt
+# Nothing the runtime imports lives in these: console scripts, and onnxruntime's build-time
+# Python tools (quantisation, transformer fusion), which only `python -m handler build` uses.
+rm -rf "$OUT/layer/python/bin" "$OUT/layer/python/onnxruntime/transformers" \
+  "$OUT/layer/python/onnxruntime/quantization" "$OUT/layer/python/onnxruntime/tools"
+find "$OUT/layer/python" -name "__pycache__" -type d -prune -exec rm -rf {} +
+
+cp -r handler "$OUT/function/handler"
+rm -rf "$OUT/function/handler/build"  # build-time code stays out of the function
+find "$OUT/function" -name "__pycache__" -type d -prune -exec rm -rf {} +
+if [ -f "$MODEL_DIR/manifest.json" ]; then
+  cp -r "$MODEL_DIR" "$OUT/function/model"
+else
+  echo "note: no built model at $MODEL_DIR; the function folder has no model/ (build one first)" >&2
+fi
+
+(cd "$OUT/layer" && zip -qr9 ../layer.zip python)
+
+layer_bytes=$(du -sb "$OUT/layer" | cut -f1)
+function_bytes=$(du -sb "$OUT/function" | cut -f1)
+total=$((layer_bytes + function_bytes))
+mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1048576 }'; }
+echo "layer ($ARCH, python $PYVER): unzipped $(mb "$layer_bytes"), zipped $(mb "$(stat -c %s "$OUT/layer.zip")")"
+echo "function (handler + model): $(mb "$function_bytes")"
+echo "total unzipped: $(mb "$total") of $(mb "$LIMIT")"
+echo "largest packages:"
+du -sm "$OUT/layer/python"/* | sort -rn | head -5 | sed 's/^/  /'
+if [ "$total" -gt "$LIMIT" ]; then
+  echo "error: layer + function unzipped is $(mb "$total"), over Lambda's 250 MB limit" >&2
+  exit 1
+fi
+if [ "$PYVER" = "3.12" ] && [ -z "${LAYER_OUT:-}" ]; then
+  ln -sfn "$ARCH-py$PYVER" layers/build/deploy  # what infra/template-zip.yaml deploys
+fi
+echo "$OUT/layer.zip"
