@@ -108,8 +108,7 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="hub id or local folder -> verified int8 ONNX artifact")
     b.add_argument("--model", default=DEFAULT_MODEL, help="hub model id or local folder")
     b.add_argument("--revision", help="hub branch, tag or commit to pin")
-    b.add_argument("--target", default="x86-avx2",
-                   help="x86-vnni | x86-avx2 | arm64 | none (fp32)")
+    b.add_argument("--target", default="x86-avx2", help="x86-vnni | x86-avx2 | arm64 | none (fp32)")
     b.add_argument("--out", default="build/model", help="output folder (replaced on success)")
     b.add_argument("--eval", help="labelled TSV for the gate (default: SST-2 validation, hub)")
     b.add_argument("--threads", type=int, default=1)

@@ -25,7 +25,10 @@ class Function:
         self.settings = settings
         self.model = model
         self.http = create_http_handler(settings, model)
-        self.batch = BatchAdapter(settings, model, store or S3Store(), invoke_self)
+        store = store or S3Store()
+        if settings.output_bucket and isinstance(store, S3Store):
+            store.client  # noqa: B018  the batch function builds its S3 client in the init phase
+        self.batch = BatchAdapter(settings, model, store, invoke_self)
         self.routes: dict[str, Handler] = {
             router.HTTP: self.http,
             router.S3: self.batch.handle_s3,
@@ -61,7 +64,7 @@ def make_lambda_handler(function: Function) -> Handler:
     def lambda_handler(event: dict[str, Any], context: Any) -> Any:
         return function(event, context)
 
-    return lambda_handler
+    return lambda_handler  # type: ignore[no-any-return]
 
 
 def create_local_app() -> Any:
@@ -70,4 +73,3 @@ def create_local_app() -> Any:
 
     settings = get_settings()
     return create_app(settings, get_model(settings.model_dir, settings.num_threads))
-

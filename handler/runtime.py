@@ -37,7 +37,9 @@ def _check_sizes(folder: Path, manifest: dict[str, Any]) -> None:
         if not path.is_file():
             raise ArtifactError(f"{folder}: {name} listed in the manifest is missing")
         if path.stat().st_size != meta["bytes"]:
-            raise ArtifactError(f"{folder}: {name} is {path.stat().st_size} bytes, manifest says {meta['bytes']}")
+            raise ArtifactError(
+                f"{folder}: {name} is {path.stat().st_size} bytes, manifest says {meta['bytes']}"
+            )
 
 
 def load_model(model_dir: Path, threads: int) -> LoadedModel:

@@ -16,8 +16,12 @@ from tests import tiny
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = Path(__file__).resolve().parent / "events"
 # The stand-in for distilbert-base-uncased-finetuned-sst-2-english and its labelled data.
-STANDIN_MODEL = Path(os.environ.get("STANDIN_MODEL_DIR", ROOT.parent / "shared/models/distilbert-mini-sst2"))
-STANDIN_DATA = Path(os.environ.get("STANDIN_EVAL_TSV", ROOT.parent / "shared/data/sst2-validation-a.tsv"))
+STANDIN_MODEL = Path(
+    os.environ.get("STANDIN_MODEL_DIR", ROOT.parent / "shared/models/distilbert-mini-sst2")
+)
+STANDIN_DATA = Path(
+    os.environ.get("STANDIN_EVAL_TSV", ROOT.parent / "shared/data/sst2-validation-a.tsv")
+)
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -28,7 +32,14 @@ def load_event(name: str) -> dict[str, Any]:
 def build_tiny(tmp: Path, target: str = "x86-vnni", **hub_kwargs: Any) -> Path:
     hub = tiny.make_hub_folder(tmp / "hub", **hub_kwargs)
     out = tmp / f"model-{target}"
-    build(BuildOptions(model=str(hub), target=target, out=out, eval_path=tiny.write_eval(tmp / "eval.tsv", hub_kwargs.get("labels"))))
+    build(
+        BuildOptions(
+            model=str(hub),
+            target=target,
+            out=out,
+            eval_path=tiny.write_eval(tmp / "eval.tsv", hub_kwargs.get("labels")),
+        )
+    )
     return out
 
 
@@ -69,7 +80,16 @@ def standin_built(
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    for name in ("MODEL_DIR", "NUM_THREADS", "OUTPUT_BUCKET", "OUTPUT_PREFIX", "INPUT_BUCKET",
-                 "INPUT_PREFIX", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "MAX_TEXTS", "MIN_SCORE"):
+    for name in (
+        "MODEL_DIR",
+        "NUM_THREADS",
+        "OUTPUT_BUCKET",
+        "OUTPUT_PREFIX",
+        "INPUT_BUCKET",
+        "INPUT_PREFIX",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "MAX_TEXTS",
+        "MIN_SCORE",
+    ):
         monkeypatch.delenv(name, raising=False)
     yield monkeypatch

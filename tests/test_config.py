@@ -10,9 +10,19 @@ from handler.errors import ConfigError
 
 @pytest.mark.parametrize(
     ("memory", "cpus", "expected"),
-    [(128, 8, 1), (1769, 8, 1), (3008, 8, 2), (3538, 8, 2), (10240, 8, 6), (10240, 2, 2), (None, 4, 4)],
+    [
+        (128, 8, 1),
+        (1769, 8, 1),
+        (3008, 8, 2),
+        (3538, 8, 2),
+        (10240, 8, 6),
+        (10240, 2, 2),
+        (None, 4, 4),
+    ],
 )
-def test_threads_follow_lambda_memory_not_cpu_count(memory: int | None, cpus: int, expected: int) -> None:
+def test_threads_follow_lambda_memory_not_cpu_count(
+    memory: int | None, cpus: int, expected: int
+) -> None:
     assert threads_for(memory, cpus) == expected
 
 
@@ -24,8 +34,12 @@ def test_explicit_threads_win() -> None:
 
 @pytest.mark.parametrize(
     ("env", "name"),
-    [({"MAX_TEXTS": "many"}, "MAX_TEXTS"), ({"MAX_TEXTS": "0"}, "MAX_TEXTS"),
-     ({"NUM_THREADS": "-1"}, "NUM_THREADS"), ({"MIN_SCORE": "2"}, "MIN_SCORE")],
+    [
+        ({"MAX_TEXTS": "many"}, "MAX_TEXTS"),
+        ({"MAX_TEXTS": "0"}, "MAX_TEXTS"),
+        ({"NUM_THREADS": "-1"}, "NUM_THREADS"),
+        ({"MIN_SCORE": "2"}, "MIN_SCORE"),
+    ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], name: str) -> None:
     with pytest.raises(ConfigError, match=name):
@@ -37,12 +51,17 @@ def test_bad_values_name_the_variable(env: dict[str, str], name: str) -> None:
     [
         {"OUTPUT_BUCKET": "b"},
         {"OUTPUT_BUCKET": "b", "INPUT_BUCKET": "b"},
-        {"OUTPUT_BUCKET": "b", "INPUT_BUCKET": "b", "INPUT_PREFIX": "in/", "OUTPUT_PREFIX": "in/out/"},
+        {
+            "OUTPUT_BUCKET": "b",
+            "INPUT_BUCKET": "b",
+            "INPUT_PREFIX": "in/",
+            "OUTPUT_PREFIX": "in/out/",
+        },
         {"OUTPUT_BUCKET": "b", "INPUT_BUCKET": "b", "INPUT_PREFIX": "", "OUTPUT_PREFIX": "out/"},
     ],
 )
 def test_output_that_could_trigger_the_function_is_refused(env: dict[str, str]) -> None:
-    with pytest.raises(ConfigError, match="trigger|INPUT_PREFIX"):
+    with pytest.raises(ConfigError, match=r"trigger|INPUT_PREFIX"):
         Settings.from_env(env)
 
 

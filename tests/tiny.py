@@ -15,8 +15,30 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 POSITIVE = ["good", "great", "love", "loved", "wonderful", "excellent", "fun", "best"]
 NEGATIVE = ["bad", "awful", "hate", "hated", "boring", "terrible", "worst", "dull"]
-NEUTRAL = ["the", "a", "movie", "film", "was", "is", "it", "this", "and", "plot", "i", "very",
-           ".", ",", "!", "not", "##s", "##ing", "##ed", "café", "日", "本"]
+NEUTRAL = [
+    "the",
+    "a",
+    "movie",
+    "film",
+    "was",
+    "is",
+    "it",
+    "this",
+    "and",
+    "plot",
+    "i",
+    "very",
+    ".",
+    ",",
+    "!",
+    "not",
+    "##s",
+    "##ing",
+    "##ed",
+    "café",
+    "日",
+    "本",
+]
 MAX_LENGTH = 32
 DIM = 16
 
@@ -35,7 +57,9 @@ def make_tokenizer() -> Tokenizer:
     return tok
 
 
-def make_graph(vocab_size: int, num_labels: int, token_type_ids: bool, seed: int = 0) -> onnx.ModelProto:
+def make_graph(
+    vocab_size: int, num_labels: int, token_type_ids: bool, seed: int = 0
+) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     emb = rng.normal(0, 0.05, (vocab_size, DIM)).astype(np.float32)
     first_pos = len(SPECIAL)
@@ -102,8 +126,9 @@ def make_hub_folder(
     folder.mkdir(parents=True, exist_ok=True)
     tok = make_tokenizer()
     tok.save(str(folder / "tokenizer.json"))
-    names = labels or (["NEGATIVE", "POSITIVE"] if num_labels == 2 else
-                       [f"LABEL_{i}" for i in range(num_labels)])
+    names = labels or (
+        ["NEGATIVE", "POSITIVE"] if num_labels == 2 else [f"LABEL_{i}" for i in range(num_labels)]
+    )
     config = {
         "architectures": ["TinyForSequenceClassification"],
         "model_type": "tiny",

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from handler.errors import UnsupportedEvent
 
 HTTP, S3, SQS, EVENTBRIDGE, WARMUP, CONTINUATION = (
-    "http", "s3", "sqs", "eventbridge", "warmup", "continuation",
+    "http",
+    "s3",
+    "sqs",
+    "eventbridge",
+    "warmup",
+    "continuation",
 )
 
 
 def kind_of(event: object) -> str:
     if not isinstance(event, Mapping):
-        raise UnsupportedEvent(f"unsupported event: a {type(event).__name__}, expected a JSON object")
+        raise UnsupportedEvent(
+            f"unsupported event: a {type(event).__name__}, expected a JSON object"
+        )
     if event.get("warmup") is True or event.get("source") == "serverless-plugin-warmup":
         return WARMUP
     if "continuation" in event:
@@ -30,7 +36,9 @@ def kind_of(event: object) -> str:
     if event.get("source") == "aws.s3":
         if event.get("detail-type") == "Object Created":
             return EVENTBRIDGE
-        raise UnsupportedEvent(f"unsupported event: EventBridge {event.get('detail-type')!r} from aws.s3")
+        raise UnsupportedEvent(
+            f"unsupported event: EventBridge {event.get('detail-type')!r} from aws.s3"
+        )
     context = event.get("requestContext")
     if isinstance(context, Mapping) and (
         "httpMethod" in event or "http" in context or "elb" in context
@@ -39,5 +47,5 @@ def kind_of(event: object) -> str:
     keys = ", ".join(sorted(map(str, event))[:10]) or "none"
     raise UnsupportedEvent(
         f"unsupported event with keys [{keys}]: expected an API Gateway, ALB or Function URL "
-        "request, an S3 notification (direct, SQS or EventBridge) or {\"warmup\": true}"
+        'request, an S3 notification (direct, SQS or EventBridge) or {"warmup": true}'
     )

@@ -33,7 +33,9 @@ def status_for(exc: Exception) -> int:
     return 500
 
 
-def body(exc: Exception, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def body(
+    exc: Exception, message: str, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {"error": message, "type": type(exc).__name__}
     if details is not None:
         out["details"] = details
@@ -67,9 +69,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(
-            body(exc, "invalid request", _validation_details(exc)), status_code=422
-        )
+        return JSONResponse(body(exc, "invalid request", _validation_details(exc)), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

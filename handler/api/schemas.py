@@ -33,7 +33,8 @@ class ClassifyRequest(BaseModel):
     )
     parameters: Parameters = Field(default_factory=Parameters)
     options: dict[str, Any] | None = Field(
-        default=None, description="Inference API options (wait_for_model, use_cache): accepted, no effect."
+        default=None,
+        description="Inference API options (wait_for_model, use_cache): accepted, no effect.",
     )
 
 

@@ -174,5 +174,3 @@ def records(stream: Any, fmt: str, gz: bool) -> Iterator[Record]:
     text = io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline=newline)
     parse = {".jsonl": _jsonl, ".txt": _txt, ".csv": _csv}[fmt]
     yield from parse(text)
-
-

@@ -80,9 +80,7 @@ def _record(lines: list[dict[str, Any]], tokens: int, started: float) -> None:
     )
 
 
-def classify_chunk(
-    classifier: Classifier, chunk: list[Record]
-) -> tuple[list[dict[str, Any]], int]:
+def classify_chunk(classifier: Classifier, chunk: list[Record]) -> tuple[list[dict[str, Any]], int]:
     """Lines for a chunk of records, in order, and the tokens fed; valid texts go through the
     classifier together (micro-batched, batch-invariant)."""
     good = [r for r in chunk if r.text is not None]
@@ -214,4 +212,3 @@ def run(
 
 def _write(out: IO[bytes], lines: list[dict[str, Any]]) -> None:
     out.write(b"".join(json.dumps(ln, ensure_ascii=False).encode() + b"\n" for ln in lines))
-

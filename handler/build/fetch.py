@@ -60,13 +60,14 @@ def fetch(
     """
     local = Path(model).expanduser()
     if local.is_dir():
-        return Source(folder=local.resolve(), model=str(local.resolve()), kind="local", revision=None)
+        return Source(
+            folder=local.resolve(), model=str(local.resolve()), kind="local", revision=None
+        )
     if local.suffix or model.startswith((".", "/", "~")) or model.count("/") > 1:
         raise BuildError(f"--model {model!r} is not a folder, nor a hub model id")
-    if snapshot_download is None:
-        from huggingface_hub import snapshot_download as hub_snapshot_download
-
-        snapshot_download = hub_snapshot_download
+    download: Any = snapshot_download
+    if download is None:
+        from huggingface_hub import snapshot_download as download
     from huggingface_hub.errors import (
         HfHubHTTPError,
         LocalEntryNotFoundError,
@@ -76,12 +77,10 @@ def fetch(
 
     patterns = [*METADATA_FILES, ONNX_FILE, *(WEIGHT_FILES if need_weights else [])]
     try:
-        folder = Path(snapshot_download(model, revision=revision, allow_patterns=patterns))
+        folder = Path(download(model, revision=revision, allow_patterns=patterns))
         if not (folder / ONNX_FILE).is_file() and not need_weights:
             folder = Path(
-                snapshot_download(
-                    model, revision=revision, allow_patterns=[*METADATA_FILES, *WEIGHT_FILES]
-                )
+                download(model, revision=revision, allow_patterns=[*METADATA_FILES, *WEIGHT_FILES])
             )
     except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
         raise BuildError(f"no model {model!r} at revision {revision or 'main'} on the hub") from exc

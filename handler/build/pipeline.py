@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ class BuildOptions:
     out: Path = Path("build/model")
     eval_path: Path | None = None
     threads: int = 1
-    gate: verify.Gate = verify.Gate()
+    gate: verify.Gate = field(default_factory=verify.Gate)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -97,7 +96,10 @@ def load_eval(path: Path | None, id2label: dict[int, str], workdir: Path) -> tup
         ) from exc
     tsv = workdir / "sst2-validation.tsv"
     tsv.write_text(
-        "".join(f"{s.strip()}\t{lab}\n" for s, lab in zip(table["sentence"], table["label"], strict=True))
+        "".join(
+            f"{s.strip()}\t{lab}\n"
+            for s, lab in zip(table["sentence"], table["label"], strict=True)
+        )
     )
     return read_labelled(tsv, id2label), f"hf://datasets/{DEFAULT_EVAL[0]}/{DEFAULT_EVAL[1]}"
 
@@ -111,7 +113,9 @@ def _session_ms(path: Path, pre_optimized: bool, repeats: int = 3) -> float:
     return round(best * 1000, 1)
 
 
-def build(options: BuildOptions, snapshot_download: SnapshotDownload | None = None) -> dict[str, Any]:
+def build(
+    options: BuildOptions, snapshot_download: SnapshotDownload | None = None
+) -> dict[str, Any]:
     target = quantize.get_target(options.target)
     started = time.perf_counter()
     source = fetch(options.model, options.revision, snapshot_download)
@@ -142,7 +146,9 @@ def build(options: BuildOptions, snapshot_download: SnapshotDownload | None = No
         tok.save(str(stage / "tokenizer.json"))
         reference = Classifier(
             create_session(fp32, options.threads, pre_optimized=False),
-            TextTokenizer.from_file(stage / "tokenizer.json", config.max_length, config.pad_token_id),
+            TextTokenizer.from_file(
+                stage / "tokenizer.json", config.max_length, config.pad_token_id
+            ),
             replace(config, batching="padded", pre_optimized=False),
         )
 
@@ -161,9 +167,14 @@ def build(options: BuildOptions, snapshot_download: SnapshotDownload | None = No
             candidate = Classifier.from_dir(stage, threads=options.threads)
             report = verify.verify(reference, candidate, data, options.gate)
             report["eval_source"] = eval_source
-            attempts.append({"quantization": quant, "failed": report["failed"],
-                             "agreement": report["agreement"],
-                             "accuracy_drop_points": report["accuracy_drop_points"]})
+            attempts.append(
+                {
+                    "quantization": quant,
+                    "failed": report["failed"],
+                    "agreement": report["agreement"],
+                    "accuracy_drop_points": report["accuracy_drop_points"],
+                }
+            )
             if not report["failed"]:
                 break
             log.warning("recipe %s failed the gate: %s", recipe, report["failed"])

@@ -154,4 +154,3 @@ def optimize_offline(src: Path, dst: Path) -> None:
     opts.optimized_model_filepath = str(dst)
     opts.log_severity_level = 3
     ort.InferenceSession(str(src), sess_options=opts, providers=["CPUExecutionProvider"])
-

@@ -1,4 +1,4 @@
-"""Classifier.from_dir(dir).predict(texts): tokenise, feed the graph's declared inputs, run, postprocess."""
+"""Classifier.from_dir(dir).predict(texts): tokenise, feed declared inputs, run, postprocess."""
 
 from __future__ import annotations
 

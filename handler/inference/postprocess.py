@@ -32,7 +32,7 @@ def softmax(x: FloatArray) -> FloatArray:
 
 
 def sigmoid(x: FloatArray) -> FloatArray:
-    out: FloatArray = 1.0 / (1.0 + np.exp(-x))
+    out: FloatArray = (1.0 / (1.0 + np.exp(-x))).astype(np.float32, copy=False)
     return out
 
 
@@ -78,8 +78,10 @@ def format_scores(
     if isinstance(top_k, _Legacy):
         best = int(values.argmax())
         return {"label": id2label[best], "score": float(values[best])}
-    ranked = [{"label": id2label[i], "score": float(v)} for i, v in enumerate(values)]
-    ranked.sort(key=lambda d: d["score"], reverse=True)
+    order = sorted(range(len(values)), key=lambda i: float(values[i]), reverse=True)  # stable
+    ranked: list[dict[str, Any]] = [
+        {"label": id2label[i], "score": float(values[i])} for i in order
+    ]
     return ranked if top_k is None else ranked[:top_k]
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
-import boto3
 import pytest
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
@@ -28,8 +27,12 @@ INPUT, OUTPUT = "classifier-input", "classifier-output"
 
 @pytest.fixture(autouse=True)
 def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
 
@@ -85,11 +88,15 @@ class Batch:
         return self.handler(event, context or LocalContext())
 
     def output(self, key: str) -> list[dict[str, Any]]:
-        body = self.client.get_object(Bucket=OUTPUT, Key=f"predictions/{key}.predictions.jsonl")["Body"].read()
+        body = self.client.get_object(Bucket=OUTPUT, Key=f"predictions/{key}.predictions.jsonl")[
+            "Body"
+        ].read()
         return [json.loads(line) for line in body.decode().splitlines()]
 
     def summary(self, key: str) -> dict[str, Any]:
-        body = self.client.get_object(Bucket=OUTPUT, Key=f"predictions/{key}.summary.json")["Body"].read()
+        body = self.client.get_object(Bucket=OUTPUT, Key=f"predictions/{key}.summary.json")[
+            "Body"
+        ].read()
         data: dict[str, Any] = json.loads(body)
         return data
 
@@ -111,7 +118,13 @@ def gz(text: str) -> bytes:
 
 @pytest.fixture
 def batch(s3: Any, tiny_model: Path) -> Batch:
-    settings = Settings(model_dir=tiny_model, num_threads=1, input_bucket=INPUT,
-                        output_bucket=OUTPUT, output_prefix="predictions/", batch_chunk_size=4)
+    settings = Settings(
+        model_dir=tiny_model,
+        num_threads=1,
+        input_bucket=INPUT,
+        output_bucket=OUTPUT,
+        output_prefix="predictions/",
+        batch_chunk_size=4,
+    )
     function = Function(settings, get_model(tiny_model, 1), S3Store(s3))
     return Batch(s3, make_lambda_handler(function), function, settings)

@@ -85,17 +85,21 @@ def test_logs_carry_request_id_and_cold_start_but_never_text(
     event["body"] = json.dumps({"inputs": secret})
     stream = io.StringIO()
     previous = logger.registered_handler.setStream(stream)  # type: ignore[attr-defined]
+    logger.setLevel("DEBUG")
     try:
         handler(event, LocalContext(aws_request_id="req-123"))
     finally:
         logger.registered_handler.setStream(previous)  # type: ignore[attr-defined]
+        logger.setLevel("INFO")
     out = stream.getvalue() + capsys.readouterr().out
     logs = [json.loads(line) for line in out.splitlines() if '"level"' in line]
     assert logs and all(log["function_request_id"] == "req-123" for log in logs)
     assert all("cold_start" in log for log in logs)
     assert secret not in out
     metrics = [json.loads(line) for line in out.splitlines() if '"_aws"' in line]
-    names = {m["Name"] for doc in metrics for d in doc["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+    names = {
+        m["Name"] for doc in metrics for d in doc["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]
+    }
     assert {"Latency", "Texts", "Tokens", "Truncations", "LowConfidence", "BatchSize"} <= names
 
 
@@ -112,17 +116,34 @@ event = json.load(open({str(EVENTS / "apigw-http-classify.json")!r}))
 codes = [lambda_handler(event, LocalContext())["statusCode"] for _ in range(3)]
 print(json.dumps({{"loads": len(loads), "codes": codes}}))
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                         env={"MODEL_DIR": str(tiny_model), "PATH": ""})
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"MODEL_DIR": str(tiny_model), "PATH": ""},
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"loads": 1, "codes": [200, 200, 200]}
 
 
 def test_invoke_cli_runs_an_event_file(tiny_model: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "handler", "invoke", "--event", str(EVENTS / "apigw-rest-classify.json")],
-        capture_output=True, text=True, check=True, env={"MODEL_DIR": str(tiny_model), "PATH": ""},
+        [
+            sys.executable,
+            "-m",
+            "handler",
+            "invoke",
+            "--event",
+            str(EVENTS / "apigw-rest-classify.json"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"MODEL_DIR": str(tiny_model), "PATH": ""},
     )
-    response = json.loads(out.stdout[out.stdout.index("\n{\n") + 1:] if "\n{\n" in out.stdout else out.stdout)
+    response = json.loads(
+        out.stdout[out.stdout.index("\n{\n") + 1 :] if "\n{\n" in out.stdout else out.stdout
+    )
     assert response["statusCode"] == 200
     assert [d["label"] for d in json.loads(response["body"])] == ["POSITIVE", "NEGATIVE"]

@@ -59,7 +59,11 @@ def test_bad_jsonl_records_are_reported_in_place(batch: Batch) -> None:
         json.dumps({"id": 8, "text": None}),
         json.dumps({"id": 9, "text": "awful"}),
     ]
-    raw = ("\n".join(lines) + "\n").encode() + b'{"id": 10, "text": "caf\xe9"}\n' + b'{"id": 11, "text": "bad \\ud800"}\n'
+    raw = (
+        ("\n".join(lines) + "\n").encode()
+        + b'{"id": 10, "text": "caf\xe9"}\n'
+        + b'{"id": 11, "text": "bad \\ud800"}\n'
+    )
     result = batch.invoke(batch.upload("incoming/mixed.jsonl", raw))
     out = batch.output("incoming/mixed.jsonl")
     assert len(out) == 11 and [ln["record"] for ln in out] == list(range(1, 12))
@@ -76,7 +80,7 @@ def test_bad_jsonl_records_are_reported_in_place(batch: Batch) -> None:
 def test_bad_csv_rows_are_reported_in_place(batch: Batch) -> None:
     raw = (
         b'id,text\n1,"great, really great"\n2\n3,"multi\nline awful"\n4,ok,extra\n5,"   "\n'
-        b"6,caf\xe9\n7,\"unterminated\n"
+        b'6,caf\xe9\n7,"unterminated\n'
     )
     batch.invoke(batch.upload("incoming/mixed.csv", raw))
     out = batch.output("incoming/mixed.csv")
@@ -96,7 +100,12 @@ def test_csv_without_text_column_reports_every_row(batch: Batch) -> None:
 def test_txt_empty_lines_and_crlf(batch: Batch) -> None:
     batch.invoke(batch.upload("incoming/notes.txt", b"great\r\n\r\nawful\r\n  \n"))
     out = batch.output("incoming/notes.txt")
-    assert [ln.get("label", ln.get("error")) for ln in out] == ["POSITIVE", "empty line", "NEGATIVE", "empty line"]
+    assert [ln.get("label", ln.get("error")) for ln in out] == [
+        "POSITIVE",
+        "empty line",
+        "NEGATIVE",
+        "empty line",
+    ]
 
 
 @pytest.mark.parametrize("key", ["incoming/my reviews +été.jsonl", "incoming/a%b/日本 (1).txt"])
@@ -108,8 +117,11 @@ def test_url_encoded_keys_are_decoded(batch: Batch, key: str) -> None:
 
 
 def test_empty_object_and_header_only_csv(batch: Batch) -> None:
-    for key, data in [("incoming/empty.jsonl", b""), ("incoming/header.csv", b"id,text\n"),
-                      ("incoming/empty.txt.gz", gz(""))]:
+    for key, data in [
+        ("incoming/empty.jsonl", b""),
+        ("incoming/header.csv", b"id,text\n"),
+        ("incoming/empty.txt.gz", gz("")),
+    ]:
         batch.invoke(batch.upload(key, data))
         assert batch.output(key) == []
         assert batch.summary(key)["records"] == 0
@@ -119,12 +131,20 @@ def test_repeated_event_gives_the_same_output_once(batch: Batch) -> None:
     key = "incoming/again.jsonl"
     event = batch.upload(key, _jsonl())
     first = batch.invoke(event)["results"][0]
-    etag = batch.client.head_object(Bucket=OUTPUT, Key=f"predictions/{key}.predictions.jsonl")["ETag"]
+    etag = batch.client.head_object(Bucket=OUTPUT, Key=f"predictions/{key}.predictions.jsonl")[
+        "ETag"
+    ]
     second = batch.invoke(event)["results"][0]
     assert first["status"] == "done" and second["status"] == "already_done"
-    assert batch.client.head_object(Bucket=OUTPUT, Key=f"predictions/{key}.predictions.jsonl")["ETag"] == etag
+    assert (
+        batch.client.head_object(Bucket=OUTPUT, Key=f"predictions/{key}.predictions.jsonl")["ETag"]
+        == etag
+    )
     keys = [o["Key"] for o in batch.client.list_objects_v2(Bucket=OUTPUT)["Contents"]]
-    assert sorted(keys) == [f"predictions/{key}.predictions.jsonl", f"predictions/{key}.summary.json"]
+    assert sorted(keys) == [
+        f"predictions/{key}.predictions.jsonl",
+        f"predictions/{key}.summary.json",
+    ]
     # A new upload under the same key is new content: classified again, not skipped.
     third = batch.invoke(batch.upload(key, _txt().replace("great", "awful")))["results"][0]
     assert third["status"] == "done"
@@ -165,9 +185,14 @@ def test_sqs_wrapped_notifications_report_partial_failures(batch: Batch) -> None
     good = batch.upload("incoming/sqs.jsonl", _jsonl())
     event = load_event("sqs-s3.json")
     ok_msg = dict(event["Records"][0], messageId="ok", body=json.dumps(good))
-    bad_msg = dict(event["Records"][0], messageId="bad",
-                   body=json.dumps(s3_event("incoming/missing.jsonl", None)))
-    test_msg = dict(event["Records"][0], messageId="test", body=json.dumps({"Event": "s3:TestEvent"}))
+    bad_msg = dict(
+        event["Records"][0],
+        messageId="bad",
+        body=json.dumps(s3_event("incoming/missing.jsonl", None)),
+    )
+    test_msg = dict(
+        event["Records"][0], messageId="test", body=json.dumps({"Event": "s3:TestEvent"})
+    )
     result = batch.invoke({"Records": [ok_msg, bad_msg, test_msg]})
     assert result == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
     assert len(batch.output("incoming/sqs.jsonl")) == 5
@@ -179,7 +204,9 @@ def test_eventbridge_object_created(batch: Batch) -> None:
     event = load_event("eventbridge-s3.json")
     event["detail"]["bucket"]["name"] = INPUT
     event["detail"]["object"]["key"] = "incoming/notes%2B1.txt.gz"
-    event["detail"]["object"]["etag"] = batch.client.head_object(Bucket=INPUT, Key=key)["ETag"].strip('"')
+    event["detail"]["object"]["etag"] = batch.client.head_object(Bucket=INPUT, Key=key)[
+        "ETag"
+    ].strip('"')
     batch.invoke(event)
     assert [ln["label"] for ln in batch.output(key)] == EXPECTED
 

@@ -20,8 +20,14 @@ def make_handler(model_dir: Path, **overrides: Any) -> Any:
     return make_lambda_handler(Function(settings, get_model(model_dir, 1)))
 
 
-def http_event(body: Any = None, *, raw: bytes | None = None, path: str = "/classify",
-               method: str = "POST", b64: bool = False) -> dict[str, Any]:
+def http_event(
+    body: Any = None,
+    *,
+    raw: bytes | None = None,
+    path: str = "/classify",
+    method: str = "POST",
+    b64: bool = False,
+) -> dict[str, Any]:
     event = copy.deepcopy(load_event("apigw-http-classify.json"))
     event["rawPath"] = event["requestContext"]["http"]["path"] = path
     event["requestContext"]["http"]["method"] = method

@@ -15,12 +15,17 @@ from tests.api.helpers import call, http_event, make_handler
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        importlib.util.find_spec("transformers") is None or importlib.util.find_spec("torch") is None,
+        importlib.util.find_spec("transformers") is None
+        or importlib.util.find_spec("torch") is None,
         reason="the contract test needs transformers and torch",
     ),
 ]
-TEXTS = ["A masterpiece: moving, funny and beautifully acted.", "A tedious, badly written waste.",
-         "The film is fine, I guess.", "Crème brûlée 😀 東京 — ok"]
+TEXTS = [
+    "A masterpiece: moving, funny and beautifully acted.",
+    "A tedious, badly written waste.",
+    "The film is fine, I guess.",
+    "Crème brûlée 😀 東京 — ok",
+]
 CALLS: list[tuple[Any, dict[str, Any]]] = [
     (TEXTS[0], {}),
     (TEXTS, {}),
@@ -60,7 +65,9 @@ def _same(ours: Any, theirs: Any) -> None:
 
 
 @pytest.mark.parametrize(("inputs", "params"), CALLS)
-def test_http_answer_equals_pipeline(handler: Any, pipe: Any, inputs: Any, params: dict[str, Any]) -> None:
+def test_http_answer_equals_pipeline(
+    handler: Any, pipe: Any, inputs: Any, params: dict[str, Any]
+) -> None:
     body: dict[str, Any] = {"inputs": inputs}
     if params:
         body["parameters"] = params

@@ -22,31 +22,49 @@ def test_single_string(handler: Any) -> None:
 
 
 def test_list_with_top_k_none(handler: Any) -> None:
-    status, body, _ = call(handler, http_event({"inputs": ["good", "bad"], "parameters": {"top_k": None}}))
+    status, body, _ = call(
+        handler, http_event({"inputs": ["good", "bad"], "parameters": {"top_k": None}})
+    )
     assert status == 200
-    assert [[d["label"] for d in a] for a in body] == [["POSITIVE", "NEGATIVE"], ["NEGATIVE", "POSITIVE"]]
+    assert [[d["label"] for d in a] for a in body] == [
+        ["POSITIVE", "NEGATIVE"],
+        ["NEGATIVE", "POSITIVE"],
+    ]
 
 
 def test_function_to_apply_none_gives_logits(handler: Any) -> None:
     _, soft, _ = call(handler, http_event({"inputs": "good", "parameters": {"top_k": None}}))
-    _, raw, _ = call(handler, http_event({"inputs": "good", "parameters": {"top_k": None, "function_to_apply": "none"}}))
+    _, raw, _ = call(
+        handler,
+        http_event({"inputs": "good", "parameters": {"top_k": None, "function_to_apply": "none"}}),
+    )
     assert sum(d["score"] for d in soft) == pytest.approx(1.0, abs=1e-5)
-    assert raw[0]["score"] - raw[1]["score"] > 0 and sum(d["score"] for d in raw) != pytest.approx(1.0)
+    assert raw[0]["score"] - raw[1]["score"] > 0 and sum(d["score"] for d in raw) != pytest.approx(
+        1.0
+    )
 
 
 def test_options_of_the_inference_api_are_accepted(handler: Any) -> None:
-    status, _, _ = call(handler, http_event({"inputs": "good", "options": {"wait_for_model": True}}))
+    status, _, _ = call(
+        handler, http_event({"inputs": "good", "options": {"wait_for_model": True}})
+    )
     assert status == 200
 
 
 def test_min_score_gives_explicit_uncertain(handler: Any) -> None:
-    status, body, _ = call(handler, http_event({"inputs": ["the plot", "great great great"],
-                                                "parameters": {"min_score": 0.8}}))
+    status, body, _ = call(
+        handler,
+        http_event({"inputs": ["the plot", "great great great"], "parameters": {"min_score": 0.8}}),
+    )
     assert status == 200
     assert body[0]["label"] == "UNCERTAIN" and body[0]["score"] < 0.8
     assert body[1]["label"] == "POSITIVE"
-    _, ranked, _ = call(handler, http_event({"inputs": "great great great",
-                                             "parameters": {"min_score": 0.1, "top_k": None}}))
+    _, ranked, _ = call(
+        handler,
+        http_event(
+            {"inputs": "great great great", "parameters": {"min_score": 0.1, "top_k": None}}
+        ),
+    )
     assert [d["label"] for d in ranked] == ["POSITIVE"]
 
 
@@ -73,7 +91,11 @@ def test_truncation_is_reported_in_a_header(handler: Any) -> None:
         ({"body": {"inputs": "bad \ud800"}}, 422, "lone surrogate"),
         ({"body": {"inputs": "good", "parameters": {"top_k": 0}}}, 422, "top_k"),
         ({"body": {"inputs": "good", "parameters": {"top_k": "2"}}}, 422, "top_k"),
-        ({"body": {"inputs": "good", "parameters": {"function_to_apply": "relu"}}}, 422, "function_to_apply"),
+        (
+            {"body": {"inputs": "good", "parameters": {"function_to_apply": "relu"}}},
+            422,
+            "function_to_apply",
+        ),
         ({"body": {"inputs": "good", "parameters": {"temperature": 2}}}, 422, "temperature"),
         ({"body": {"inputs": "good", "colour": "red"}}, 422, "colour"),
         ({"body": {"inputs": "good", "parameters": {"min_score": 1.5}}}, 422, "min_score"),
@@ -82,7 +104,9 @@ def test_truncation_is_reported_in_a_header(handler: Any) -> None:
         ({"body": {"inputs": ["good"], "options": {"pad": "y" * 3000}}}, 413, "limit is 2048"),
     ],
 )
-def test_bad_input_gets_a_clear_4xx(handler: Any, event_kwargs: dict[str, Any], status: int, fragment: str) -> None:
+def test_bad_input_gets_a_clear_4xx(
+    handler: Any, event_kwargs: dict[str, Any], status: int, fragment: str
+) -> None:
     code, body, _ = call(handler, http_event(**event_kwargs))
     assert code == status
     assert fragment in body["error"] or any(fragment in str(d) for d in body.get("details", []))
@@ -107,8 +131,17 @@ def test_health_and_model_description(handler: Any, tiny_model: Path) -> None:
 def test_openapi_and_unknown_route(handler: Any) -> None:
     status, schema, _ = call(handler, http_event(path="/openapi.json", method="GET"))
     assert status == 200 and "/classify" in schema["paths"]
-    body_schema = schema["paths"]["/classify"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert "inputs" in body_schema["properties"]
+    body_schema = schema["paths"]["/classify"]["post"]["requestBody"]["content"][
+        "application/json"
+    ]["schema"]
+    name = body_schema["$ref"].rsplit("/", 1)[-1]
+    request_schema = schema["components"]["schemas"][name]
+    assert {"inputs", "parameters"} <= set(request_schema["properties"])
+    params_ref = request_schema["properties"]["parameters"]["$ref"].rsplit("/", 1)[-1]
+    assert {"top_k", "function_to_apply", "min_score"} <= set(
+        schema["components"]["schemas"][params_ref]["properties"]
+    )
+    assert {"/health", "/model"} <= set(schema["paths"])
     status, body, _ = call(handler, http_event(path="/nope", method="GET"))
     assert status == 404 and body["error"]
     status, _, _ = call(handler, http_event(path="/classify", method="GET"))

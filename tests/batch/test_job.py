@@ -23,7 +23,9 @@ class GeneratedStream:
 
     def __init__(self, n: int, line_chars: int) -> None:
         pad = "the plot " * (line_chars // 9)
-        self._lines = (json.dumps({"id": i, "text": f"{pad} great {i}"}).encode() + b"\n" for i in range(n))
+        self._lines = (
+            json.dumps({"id": i, "text": f"{pad} great {i}"}).encode() + b"\n" for i in range(n)
+        )
         self._buffer = b""
         self.bytes_served = 0
 
@@ -33,7 +35,9 @@ class GeneratedStream:
             if line is None:
                 break
             self._buffer += line
-        out, self._buffer = (self._buffer, b"") if size < 0 else (self._buffer[:size], self._buffer[size:])
+        out, self._buffer = (
+            (self._buffer, b"") if size < 0 else (self._buffer[:size], self._buffer[size:])
+        )
         self.bytes_served += len(out)
         return out
 
@@ -75,7 +79,9 @@ def test_large_object_streams_with_bounded_memory(tiny_model: Path) -> None:
     stream = GeneratedStream(n, line_chars=2_500)  # ~30 MB of input
     store = MemoryStore(stream)
     tracemalloc.start()
-    summary = run(ObjectRef("in", "big.jsonl"), clf, store, Destination("out", "p/"), None, chunk_size=64)
+    summary = run(
+        ObjectRef("in", "big.jsonl"), clf, store, Destination("out", "p/"), None, chunk_size=64
+    )
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert stream.bytes_served > 30_000_000
@@ -88,7 +94,11 @@ def test_over_long_lines_are_reported_not_loaded() -> None:
 
     big = b"x" * (formats.MAX_RECORD_CHARS + 10)
     out = list(records(io.BytesIO(b"good\n" + big + b"\nbad\n"), ".txt", False))
-    assert [r.text or r.error for r in out] == ["good", f"line longer than {formats.MAX_RECORD_CHARS} characters", "bad"]
+    assert [r.text or r.error for r in out] == [
+        "good",
+        f"line longer than {formats.MAX_RECORD_CHARS} characters",
+        "bad",
+    ]
 
 
 def test_gzip_of_each_format_streams() -> None:

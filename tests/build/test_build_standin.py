@@ -63,7 +63,7 @@ def test_verify_command_catches_a_changed_file(standin_built: Path, tmp_path: Pa
     cfg = json.loads((copy / "config.json").read_text())
     cfg["id2label"]["0"] = "TAMPERED"
     (copy / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ArtifactError, match="config.json sha256"):
+    with pytest.raises(ArtifactError, match=r"config\.json sha256"):
         check_files(copy)
 
 
@@ -72,12 +72,18 @@ def test_every_target_builds_and_classifies(
     target: str, standin_dir: Path, standin_data: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / target
-    manifest = build(BuildOptions(model=str(standin_dir), target=target, out=out, eval_path=standin_data))
+    manifest = build(
+        BuildOptions(model=str(standin_dir), target=target, out=out, eval_path=standin_data)
+    )
     assert manifest["target"]["name"] == target
     assert manifest["batching"] == ("padded" if target == "none" else "per_text")
     clf = Classifier.from_dir(out)
-    answers = clf.predict(["A masterpiece: moving, funny and beautifully acted.",
-                           "A tedious, badly written waste of two hours."])
+    answers = clf.predict(
+        [
+            "A masterpiece: moving, funny and beautifully acted.",
+            "A tedious, badly written waste of two hours.",
+        ]
+    )
     assert [a["label"] for a in answers] == ["POSITIVE", "NEGATIVE"]
     assert evaluate(clf, read_labelled(standin_data, clf.id2label))["accuracy"] > 0.86
 
@@ -87,7 +93,7 @@ def _damage(original: Any) -> Any:
         import onnx
         from onnx import numpy_helper
 
-        result = original(src, dst, target, recipe)
+        result: dict[str, Any] = original(src, dst, target, recipe)
         model = onnx.load(str(dst))
         rng = np.random.default_rng(0)
         for init in model.graph.initializer:
@@ -108,7 +114,9 @@ def test_gate_rejects_a_damaged_model_and_leaves_nothing(
     monkeypatch.setattr(quantize_module, "quantize", _damage(quantize_module.quantize))
     out = tmp_path / "model"
     with pytest.raises(GateFailed, match="agreement") as info:
-        build(BuildOptions(model=str(standin_dir), target="x86-vnni", out=out, eval_path=standin_data))
+        build(
+            BuildOptions(model=str(standin_dir), target="x86-vnni", out=out, eval_path=standin_data)
+        )
     assert "verification failed" in str(info.value)
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == []
@@ -119,9 +127,25 @@ def test_cli_build_exits_non_zero_naming_the_measure(
 ) -> None:
     out = tmp_path / "model"
     proc = subprocess.run(
-        [sys.executable, "-m", "handler", "build", "--model", str(standin_dir), "--eval",
-         str(standin_data), "--out", str(out), "--target", "x86-vnni", "--min-agreement", "1.01"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "handler",
+            "build",
+            "--model",
+            str(standin_dir),
+            "--eval",
+            str(standin_data),
+            "--out",
+            str(out),
+            "--target",
+            "x86-vnni",
+            "--min-agreement",
+            "1.01",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 2
     assert "agreement" in proc.stderr and "verification failed" in proc.stderr
@@ -143,8 +167,10 @@ def test_pinned_outputs(standin_built: Path) -> None:
     assert [a["label"] for a in answers] == list(PINNED.values())
     assert all(a["score"] > 0.9 for a in answers)
     # Two fixed scores: the int8 artifact stays within 0.02 of what it gave when written.
-    first = clf.predict(list(PINNED)[0], top_k=None)
-    assert {d["label"]: round(d["score"], 2) for d in first}["POSITIVE"] == pytest.approx(0.99, abs=0.02)
+    first = clf.predict(next(iter(PINNED)), top_k=None)
+    assert {d["label"]: round(d["score"], 2) for d in first}["POSITIVE"] == pytest.approx(
+        0.99, abs=0.02
+    )
 
 
 @pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers not installed")
@@ -169,9 +195,15 @@ def test_fp32_graph_matches_pytorch(standin_dir: Path) -> None:
 
     tok = AutoTokenizer.from_pretrained(str(standin_dir))
     model = AutoModelForSequenceClassification.from_pretrained(str(standin_dir)).eval()
-    sess = ort.InferenceSession(str(standin_dir / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(standin_dir / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     batch = tok(VARIED, padding=True, truncation=True, return_tensors="np")
-    onnx_logits = sess.run(["logits"], {k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask")})[0]
+    onnx_logits = sess.run(
+        ["logits"], {k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+    )[0]
     with torch.no_grad():
-        torch_logits = model(**{k: torch.tensor(batch[k]) for k in ("input_ids", "attention_mask")}).logits.numpy()
+        torch_logits = model(
+            **{k: torch.tensor(batch[k]) for k in ("input_ids", "attention_mask")}
+        ).logits.numpy()
     np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4)

@@ -60,12 +60,29 @@ def test_not_a_folder_nor_an_id(tmp_path: Path) -> None:
 
 def test_offline_build_says_how_to_pass_a_folder(tmp_path: Path) -> None:
     """The real huggingface_hub code, pointed at a closed port with an empty cache."""
-    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf"),
-           "HF_HUB_ETAG_TIMEOUT": "1", "HF_HUB_DOWNLOAD_TIMEOUT": "1"}
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": "http://127.0.0.1:9",
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_ETAG_TIMEOUT": "1",
+        "HF_HUB_DOWNLOAD_TIMEOUT": "1",
+    }
     env.pop("HF_HUB_OFFLINE", None)
     out = subprocess.run(
-        [sys.executable, "-m", "handler", "build", "--model", "org/some-model", "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "handler",
+            "build",
+            "--model",
+            "org/some-model",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert out.returncode == 2
     assert "cannot fetch 'org/some-model'" in out.stderr and "--model PATH" in out.stderr

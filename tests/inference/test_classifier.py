@@ -53,7 +53,9 @@ def test_function_to_apply(clf: Classifier) -> None:
     raw = clf.predict("good", top_k=None, function_to_apply="none")
     assert sorted(d["score"] for d in raw) == pytest.approx(sorted(logits.tolist()))
     sig = clf.predict("good", top_k=None, function_to_apply="sigmoid")
-    assert sorted(d["score"] for d in sig) == pytest.approx(sorted((1 / (1 + np.exp(-logits))).tolist()))
+    assert sorted(d["score"] for d in sig) == pytest.approx(
+        sorted((1 / (1 + np.exp(-logits))).tolist())
+    )
     assert clf.predict("good", function_to_apply="SOFTMAX") == clf.predict("good")
 
 
@@ -130,7 +132,9 @@ def test_multi_label_defaults_to_sigmoid(tmp_path: Path) -> None:
     clf = Classifier.from_dir(out)
     logits = clf.run(["good"])[0].logits
     answer = clf.predict("good", top_k=None)
-    assert sorted(d["score"] for d in answer) == pytest.approx(sorted((1 / (1 + np.exp(-logits))).tolist()), abs=1e-6)
+    assert sorted(d["score"] for d in answer) == pytest.approx(
+        sorted((1 / (1 + np.exp(-logits))).tolist()), abs=1e-6
+    )
 
 
 def test_token_type_ids_are_fed_when_declared(tmp_path: Path) -> None:
@@ -143,8 +147,14 @@ def test_token_type_ids_are_fed_when_declared(tmp_path: Path) -> None:
 def test_stored_tokenizer_settings_are_not_trusted(tiny_model: Path, tmp_path: Path) -> None:
     data = json.loads((tiny_model / "tokenizer.json").read_text())
     data["truncation"] = None
-    data["padding"] = {"strategy": {"Fixed": 64}, "direction": "Right", "pad_to_multiple_of": None,
-                       "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"}
+    data["padding"] = {
+        "strategy": {"Fixed": 64},
+        "direction": "Right",
+        "pad_to_multiple_of": None,
+        "pad_id": 0,
+        "pad_type_id": 0,
+        "pad_token": "[PAD]",
+    }
     copy = tmp_path / "model"
     copy.mkdir()
     for p in tiny_model.iterdir():
@@ -156,8 +166,8 @@ def test_stored_tokenizer_settings_are_not_trusted(tiny_model: Path, tmp_path: P
 
 
 def test_missing_files_are_named(tiny_model: Path, tmp_path: Path) -> None:
-    with pytest.raises(ArtifactError, match="config.json missing"):
+    with pytest.raises(ArtifactError, match=r"config\.json missing"):
         Classifier.from_dir(tmp_path)
     (tmp_path / "config.json").write_text((tiny_model / "config.json").read_text())
-    with pytest.raises(ArtifactError, match="missing model.onnx"):
+    with pytest.raises(ArtifactError, match=r"missing model\.onnx"):
         Classifier.from_dir(tmp_path)

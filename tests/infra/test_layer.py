@@ -25,13 +25,26 @@ ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}.get(platform.machine(), "x86_64"
 
 
 def _build(out: Path, arch: str, pyver: str, model: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYVER": pyver, "MODEL_DIR": str(model), "LAYER_OUT": str(out),
-           "PIP": f"{sys.executable} -m pip"}
-    return subprocess.run([str(ROOT / "scripts" / "build_layer.sh"), arch], capture_output=True,
-                          text=True, env=env, timeout=900, cwd=ROOT)
+    env = {
+        **os.environ,
+        "PYVER": pyver,
+        "MODEL_DIR": str(model),
+        "LAYER_OUT": str(out),
+        "PIP": f"{sys.executable} -m pip",
+    }
+    return subprocess.run(
+        [str(ROOT / "scripts" / "build_layer.sh"), arch],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        cwd=ROOT,
+    )
 
 
-def test_layer_for_this_python_imports_the_handler_in_a_clean_interpreter(tiny_model: Path, tmp_path: Path) -> None:
+def test_layer_for_this_python_imports_the_handler_in_a_clean_interpreter(
+    tiny_model: Path, tmp_path: Path
+) -> None:
     pyver = f"{sys.version_info.major}.{sys.version_info.minor}"
     proc = _build(tmp_path, ARCH, pyver, tiny_model)
     assert proc.returncode == 0, proc.stderr
@@ -42,8 +55,11 @@ def test_layer_for_this_python_imports_the_handler_in_a_clean_interpreter(tiny_m
     assert not (layer / "huggingface_hub").exists() and not (layer / "torch").exists()
     # boto3 is provided by the Lambda runtime, not the layer: stand it in from a separate folder.
     runtime = tmp_path / "runtime-provided"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(runtime), "boto3"],
-                   check=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(runtime), "boto3"],
+        check=True,
+        timeout=600,
+    )
     script = f"""
 import json, sys
 sys.path[:0] = [{str(function)!r}, {str(layer)!r}, {str(runtime)!r}]
@@ -52,11 +68,17 @@ from handler.adapters.local import LocalContext
 event = json.load(open({str(EVENTS / "apigw-http-classify.json")!r}))
 response = lambda_handler(event, LocalContext())
 bad = [m for m in ("torch", "transformers", "onnx", "huggingface_hub") if m in sys.modules]
-print(json.dumps({{"status": response["statusCode"], "body": json.loads(response["body"]), "bad": bad,
-                  "from": sys.modules["onnxruntime"].__file__}}))
+body = json.loads(response["body"])
+origin = sys.modules["onnxruntime"].__file__
+print(json.dumps({{"status": response["statusCode"], "body": body, "bad": bad, "from": origin}}))
 """
-    out = subprocess.run([sys.executable, "-I", "-S", "-c", script], capture_output=True, text=True,
-                         env={"MODEL_DIR": str(function / "model"), "PATH": ""}, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", script],
+        capture_output=True,
+        text=True,
+        env={"MODEL_DIR": str(function / "model"), "PATH": ""},
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["status"] == 200 and result["bad"] == []
@@ -65,11 +87,15 @@ print(json.dumps({{"status": response["statusCode"], "body": json.loads(response
 
 
 @pytest.mark.parametrize("arch", ["x86_64", "arm64"])
-def test_python312_layer_builds_within_the_size_limit(arch: str, tiny_model: Path, tmp_path: Path) -> None:
+def test_python312_layer_builds_within_the_size_limit(
+    arch: str, tiny_model: Path, tmp_path: Path
+) -> None:
     proc = _build(tmp_path, arch, "3.12", tiny_model)
     assert proc.returncode == 0, proc.stderr
     assert f"layer ({arch}, python 3.12)" in proc.stdout
-    libs = list((tmp_path / f"{arch}-py3.12" / "layer" / "python" / "onnxruntime" / "capi").glob("*.so"))
+    libs = list(
+        (tmp_path / f"{arch}-py3.12" / "layer" / "python" / "onnxruntime" / "capi").glob("*.so")
+    )
     machine = "x86-64" if arch == "x86_64" else "aarch64"
     file_out = subprocess.run(["file", str(libs[0])], capture_output=True, text=True).stdout
     assert machine in file_out.replace("x86_64", "x86-64") or "ARM aarch64" in file_out

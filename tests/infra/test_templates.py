@@ -59,7 +59,9 @@ def test_image_template_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
     out = _transform(TEMPLATES[0], monkeypatch)
     res = out["Resources"]
     batch = res["BatchFunction"]["Properties"]
-    assert batch["PackageType"] == "Image" and batch["ImageConfig"]["Command"] == ["handler.lambda_handler"]
+    assert batch["PackageType"] == "Image" and batch["ImageConfig"]["Command"] == [
+        "handler.lambda_handler"
+    ]
     env = batch["Environment"]["Variables"]
     assert env["OUTPUT_BUCKET"] == {"Ref": "OutputBucket"} and env["OUTPUT_PREFIX"]
     # The notification: one rule per supported suffix, on the input bucket only.
@@ -73,11 +75,19 @@ def test_image_template_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
         assert all(props["PublicAccessBlockConfiguration"].values())
     # Async failures after retries land in the on-failure destination.
     invoke = res["BatchFunctionEventInvokeConfig"]["Properties"]
-    assert invoke["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["BatchFailureQueue", "Arn"]}
+    assert invoke["DestinationConfig"]["OnFailure"]["Destination"] == {
+        "Fn::GetAtt": ["BatchFailureQueue", "Arn"]
+    }
     assert batch["ReservedConcurrentExecutions"] == {"Ref": "BatchReservedConcurrency"}
     for group in ("ApiLogGroup", "BatchLogGroup"):
         assert res[group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
-    assert {"ApiUrl", "InputBucketName", "OutputBucketName", "ApiFunctionName", "BatchFunctionName"} <= set(out["Outputs"])
+    assert {
+        "ApiUrl",
+        "InputBucketName",
+        "OutputBucketName",
+        "ApiFunctionName",
+        "BatchFunctionName",
+    } <= set(out["Outputs"])
 
 
 def test_iam_is_least_privilege(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,16 +102,32 @@ def test_iam_is_least_privilege(monkeypatch: pytest.MonkeyPatch) -> None:
     text = json.dumps(statements)
     assert '"s3:*"' not in text and '"*"' not in text
     assert not re.search(r'"Resource": "\*"', text)
-    actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
-    assert actions <= {"s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:DeleteObject",
-                       "s3:AbortMultipartUpload", "s3:ListBucket", "lambda:InvokeFunction", "sqs:SendMessage"}
+    actions = {
+        a
+        for s in statements
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert actions <= {
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:AbortMultipartUpload",
+        "s3:ListBucket",
+        "lambda:InvokeFunction",
+        "sqs:SendMessage",
+    }
     api_role = out["Resources"]["ApiFunctionRole"]["Properties"]
-    assert "Policies" not in api_role or not any("s3:" in json.dumps(p) for p in api_role["Policies"])
+    assert "Policies" not in api_role or not any(
+        "s3:" in json.dumps(p) for p in api_role["Policies"]
+    )
 
 
 def test_zip_template_uses_the_layer_and_snapstart(monkeypatch: pytest.MonkeyPatch) -> None:
     out = _transform(TEMPLATES[1], monkeypatch)
-    fn = next(r for r in out["Resources"].values() if r["Type"] == "AWS::Lambda::Function")["Properties"]
+    fn = next(r for r in out["Resources"].values() if r["Type"] == "AWS::Lambda::Function")[
+        "Properties"
+    ]
     assert fn["Runtime"] == "python3.12" and fn["Handler"] == "handler.lambda_handler"
     assert fn["SnapStart"] == {"ApplyOn": "PublishedVersions"}
     assert len(fn["Layers"]) == 1
@@ -114,7 +140,11 @@ def test_dockerfile_is_lambda_python312_runtime_only() -> None:
     installs = re.findall(r"pip install[^&]*", text)
     assert installs and all("torch" not in i and "transformers" not in i for i in installs)
     assert "COPY build/model/" in text
-    reqs = (ROOT / "layers" / "requirements.txt").read_text() + (ROOT / "layers" / "requirements-nodeps.txt").read_text()
+    reqs = (ROOT / "layers" / "requirements.txt").read_text() + (
+        ROOT / "layers" / "requirements-nodeps.txt"
+    ).read_text()
     pinned = [ln for ln in reqs.splitlines() if ln and not ln.startswith("#")]
     assert all("==" in ln for ln in pinned)
-    assert not any(ln.split("==")[0] in {"torch", "transformers", "onnx", "huggingface-hub"} for ln in pinned)
+    assert not any(
+        ln.split("==")[0] in {"torch", "transformers", "onnx", "huggingface-hub"} for ln in pinned
+    )
