@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 VENV="${VENV:-.venv}"
-"$VENV/bin/ruff" check handler tests scripts
+"$VENV/bin/ruff" check handler tests scripts bench
+"$VENV/bin/ruff" format --check handler tests scripts bench
 "$VENV/bin/mypy"
 "$VENV/bin/python" -m pytest "$@"

@@ -113,24 +113,37 @@ def sensitive_nodes(path: Path) -> list[str]:
     ]
 
 
+class _NoPreprocessHint(logging.Filter):
+    """quantize_dynamic logs a hint about static-quantisation pre-processing on the root logger
+    at every call; it does not apply to dynamic quantisation of a fused graph."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
 def quantize(src: Path, dst: Path, target: Target, recipe: str = "all") -> dict[str, Any]:
     """Dynamic int8: weights quantised once, activation scales computed per run."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     excluded = sensitive_nodes(src) if recipe == "keep_ffn_output_fp32" else []
-
-    quantize_dynamic(
-        str(src),
-        str(dst),
-        per_channel=target.per_channel,
-        reduce_range=target.reduce_range,
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=excluded,
-        # ONNX shape inference cannot type the outputs of ORT's fused contrib ops (BiasGelu,
-        # SkipLayerNormalization); everything in these graphs is float.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    hint = _NoPreprocessHint()
+    root = logging.getLogger()
+    root.addFilter(hint)
+    try:
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            per_channel=target.per_channel,
+            reduce_range=target.reduce_range,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded,
+            # ONNX shape inference cannot type the outputs of ORT's fused contrib ops (BiasGelu,
+            # SkipLayerNormalization); everything in these graphs is float.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        root.removeFilter(hint)
     return {
         "method": "dynamic",
         "activation_type": "uint8",
