@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,11 +55,6 @@ def read_labelled(path: Path, id2label: Mapping[int, str]) -> Labelled:
     if not texts:
         raise InvalidInput(f"{path} holds no labelled lines")
     return Labelled(texts, labels)
-
-
-def predicted_ids(classifier: Classifier, texts: Sequence[str]) -> np.ndarray[Any, Any]:
-    results = classifier.run(texts)
-    return np.asarray([int(np.argmax(r.logits)) for r in results])
 
 
 def evaluate(classifier: Classifier, data: Labelled) -> dict[str, Any]:
