@@ -6,8 +6,14 @@ tools that want a Function without side effects import handler.function instead.
 
 from __future__ import annotations
 
+import os
+
 from handler.config import get_settings
 from handler.function import Function, make_lambda_handler
 
-function = Function.from_settings(get_settings())
+settings = get_settings()
+# tokenizers sizes its Rayon pool from the host's cores, which on Lambda overstate the vCPU share
+# the memory setting buys; match it to the inference threads unless the user chose otherwise.
+os.environ.setdefault("RAYON_NUM_THREADS", str(settings.num_threads))
+function = Function.from_settings(settings)
 lambda_handler = make_lambda_handler(function)

@@ -1,4 +1,4 @@
-"""get_classifier(): the model, built once per execution environment and reused warm."""
+"""get_model(): the model, built once per execution environment and reused while warm."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import sys
 from contextlib import redirect_stdout
@@ -24,6 +25,8 @@ RECORDS = [
 
 
 def main() -> int:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the moto server's request log
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

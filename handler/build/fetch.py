@@ -60,9 +60,10 @@ def fetch(
     """
     local = Path(model).expanduser()
     if local.is_dir():
-        return Source(
-            folder=local.resolve(), model=str(local.resolve()), kind="local", revision=None
-        )
+        # Named by its folder, not its path: the manifest (and /health) should not carry the
+        # build machine's directory layout.
+        folder = local.resolve()
+        return Source(folder=folder, model=f"local:{folder.name}", kind="local", revision=None)
     if local.suffix or model.startswith((".", "/", "~")) or model.count("/") > 1:
         raise BuildError(f"--model {model!r} is not a folder, nor a hub model id")
     download: Any = snapshot_download

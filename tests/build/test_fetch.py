@@ -33,6 +33,7 @@ def test_local_folder_is_used_as_is(tmp_path: Path) -> None:
     folder = tiny.make_hub_folder(tmp_path / "m")
     src = fetch(str(folder))
     assert src.kind == "local" and src.folder == folder.resolve() and src.onnx_path is not None
+    assert src.model == "local:m"  # no build-machine path in the manifest
 
 
 def test_hub_prefers_published_onnx_and_records_the_commit(tmp_path: Path) -> None:
