@@ -59,7 +59,7 @@ echo "layer ($ARCH, python $PYVER): unzipped $(mb "$layer_bytes"), zipped $(mb "
 echo "function (handler + model): $(mb "$function_bytes")"
 echo "total unzipped: $(mb "$total") of $(mb "$LIMIT")"
 echo "largest packages:"
-du -sm "$OUT/layer/python"/* | sort -rn | head -5 | sed 's/^/  /'
+du -sm "$OUT/layer/python"/* | sort -rn | awk 'NR <= 5 { print "  " $0 }'  # awk reads all: head would SIGPIPE sort under pipefail
 if [ "$total" -gt "$LIMIT" ]; then
   echo "error: layer + function unzipped is $(mb "$total"), over Lambda's 250 MB limit" >&2
   exit 1
