@@ -33,6 +33,7 @@ class Function:
             router.HTTP: self.http,
             router.S3: self.batch.handle_s3,
             router.SQS: self.batch.handle_sqs,
+            router.SNS: self.batch.handle_sns,
             router.EVENTBRIDGE: self.batch.handle_eventbridge,
             router.CONTINUATION: self.batch.handle_continuation,
             router.WARMUP: self.warmup,

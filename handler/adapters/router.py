@@ -6,10 +6,11 @@ from collections.abc import Mapping
 
 from handler.errors import UnsupportedEvent
 
-HTTP, S3, SQS, EVENTBRIDGE, WARMUP, CONTINUATION = (
+HTTP, S3, SQS, SNS, EVENTBRIDGE, WARMUP, CONTINUATION = (
     "http",
     "s3",
     "sqs",
+    "sns",
     "eventbridge",
     "warmup",
     "continuation",
@@ -27,11 +28,14 @@ def kind_of(event: object) -> str:
         return CONTINUATION
     records = event.get("Records")
     if isinstance(records, list) and records and isinstance(records[0], Mapping):
-        source = records[0].get("eventSource")
+        # SNS spells it EventSource.
+        source = records[0].get("eventSource") or records[0].get("EventSource")
         if source == "aws:s3":
             return S3
         if source == "aws:sqs":
             return SQS
+        if source == "aws:sns":
+            return SNS
         raise UnsupportedEvent(f"unsupported event: Records from {source!r}")
     if event.get("source") == "aws.s3":
         if event.get("detail-type") == "Object Created":
@@ -47,5 +51,5 @@ def kind_of(event: object) -> str:
     keys = ", ".join(sorted(map(str, event))[:10]) or "none"
     raise UnsupportedEvent(
         f"unsupported event with keys [{keys}]: expected an API Gateway, ALB or Function URL "
-        'request, an S3 notification (direct, SQS or EventBridge) or {"warmup": true}'
+        'request, an S3 notification (direct, SQS, SNS or EventBridge) or {"warmup": true}'
     )

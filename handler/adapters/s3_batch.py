@@ -46,6 +46,14 @@ def refs_from_eventbridge(event: dict[str, Any]) -> list[ObjectRef]:
     ]
 
 
+def unwrap(body: dict[str, Any]) -> dict[str, Any]:
+    """The S3 notification inside an SNS envelope (raw message delivery off), or the body itself."""
+    if body.get("Type") == "Notification" and isinstance(body.get("Message"), str):
+        inner: dict[str, Any] = json.loads(body["Message"])
+        return inner
+    return body
+
+
 class BatchAdapter:
     def __init__(
         self,
@@ -101,12 +109,21 @@ class BatchAdapter:
         ref = ObjectRef(**state["source"])
         return self.process(ref, context, resume=state)
 
+    def handle_sns(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        """S3 notifications fanned out through SNS (S3 -> SNS -> Lambda)."""
+        results = []
+        for record in event["Records"]:
+            body = unwrap(json.loads(record["Sns"]["Message"]))
+            results += [self.process(ref, context) for ref in refs_from_s3_event(body)]
+        return {"results": results}
+
     def handle_sqs(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        """S3 notifications delivered through SQS, with partial batch failure reporting."""
+        """S3 notifications delivered through SQS (directly, or S3 -> SNS -> SQS), with partial
+        batch failure reporting."""
         failures = []
         for message in event["Records"]:
             try:
-                body = json.loads(message["body"])
+                body = unwrap(json.loads(message["body"]))
                 if body.get("Event") == "s3:TestEvent":
                     continue
                 for ref in refs_from_s3_event(body):

@@ -251,3 +251,20 @@ def test_object_too_big_for_one_invocation_continues_from_a_checkpoint(batch: Ba
     assert summary["records"] == 22 and summary["invocations"] == 6
     keys = [o["Key"] for o in batch.client.list_objects_v2(Bucket=OUTPUT)["Contents"]]
     assert not any(k.endswith(".partial.jsonl") for k in keys)
+
+
+def test_sns_fan_out_direct_and_through_sqs(batch: Batch) -> None:
+    key = "incoming/fanout.txt"
+    notification = batch.upload(key, _txt())
+    event = load_event("sns-s3.json")
+    event["Records"][0]["Sns"]["Message"] = json.dumps(notification)
+    result = batch.invoke(event)
+    assert result["results"][0]["status"] == "done"
+    assert [ln["label"] for ln in batch.output(key)] == EXPECTED
+    # S3 -> SNS -> SQS without raw message delivery: the SQS body is the SNS envelope.
+    key2 = "incoming/fanout2.txt"
+    envelope = dict(event["Records"][0]["Sns"], Message=json.dumps(batch.upload(key2, _txt())))
+    sqs = load_event("sqs-s3.json")
+    sqs["Records"][0]["body"] = json.dumps(envelope)
+    assert batch.invoke(sqs) == {"batchItemFailures": []}
+    assert [ln["label"] for ln in batch.output(key2)] == EXPECTED
