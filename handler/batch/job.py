@@ -144,7 +144,13 @@ def run(
 
     if resume is None and ref.etag:
         done = store.get_json(dest.bucket, summary_key)
-        if done and done.get("source", {}).get("etag") == ref.etag and done.get("complete"):
+        # A new model must reclassify: the summary records the digest it was made with.
+        if (
+            done is not None
+            and done.get("complete")
+            and done.get("source", {}).get("etag") == ref.etag
+            and done.get("model_sha256") == model_digest
+        ):
             logger.info("already classified: repeated event", extra={"key": out_key})
             return {**done, "status": "already_done"}
 

@@ -118,3 +118,24 @@ def test_detect(key: str, expected: tuple[str, bool]) -> None:
 def test_detect_refuses_unknown(key: str) -> None:
     with pytest.raises(InvalidInput, match="unsupported file type"):
         detect(key)
+
+
+class BytesStore(MemoryStore):
+    """Serves the same bytes at every open, as S3 does."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(None)
+        self.data = data
+
+    def open(self, ref: ObjectRef) -> tuple[Any, ObjectRef]:
+        return io.BytesIO(self.data), ref
+
+
+def test_repeat_is_skipped_only_for_the_same_object_and_model(tiny_model: Path) -> None:
+    clf = Classifier.from_dir(tiny_model)
+    store = BytesStore(b"great\nawful\n")
+    ref, dest = ObjectRef("in", "a.txt", etag="e1"), Destination("out", "p/")
+    assert run(ref, clf, store, dest, "model-1")["status"] == "done"
+    assert run(ref, clf, store, dest, "model-1")["status"] == "already_done"
+    assert run(ref, clf, store, dest, "model-2")["status"] == "done"  # new model: reclassify
+    assert run(ObjectRef("in", "a.txt", etag="e2"), clf, store, dest, "model-2")["status"] == "done"
