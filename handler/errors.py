@@ -37,3 +37,11 @@ class BuildError(ClassifierError):
 
 class GateFailed(BuildError):
     """The quantised graph failed verification against the fp32 graph."""
+
+
+class DataFault(ClassifierError):
+    """An object's bytes cannot be read further (bad gzip, malformed CSV header): not retryable."""
+
+
+class MalformedEvent(ClassifierError):
+    """An envelope (SNS, SQS) of a supported event source is malformed; the message says how."""

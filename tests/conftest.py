@@ -45,7 +45,7 @@ def build_tiny(tmp: Path, target: str = "x86-vnni", **hub_kwargs: Any) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A built int8 artifact of the tiny model (per-text batching)."""
+    """A built int8 artifact of the tiny model (per-token int8, padded batches)."""
     return build_tiny(tmp_path_factory.mktemp("tiny"))
 
 

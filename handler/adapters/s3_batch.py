@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_plus
 
+from handler import strict_json
+from handler.batch.formats import detect
 from handler.batch.job import Continue, Destination, ObjectRef, Store, run
 from handler.config import Settings
-from handler.errors import ConfigError, ObjectChanged
+from handler.errors import ConfigError, InvalidInput, MalformedEvent, ObjectChanged
 from handler.observability import logger
 from handler.runtime import LoadedModel
 
@@ -46,11 +47,37 @@ def refs_from_eventbridge(event: dict[str, Any]) -> list[ObjectRef]:
     ]
 
 
-def unwrap(body: dict[str, Any]) -> dict[str, Any]:
+def _json_object(text: object, what: str) -> dict[str, Any]:
+    if not isinstance(text, str):
+        raise MalformedEvent(f"{what} is {type(text).__name__}, expected a JSON string")
+    try:
+        value = strict_json.loads(text)
+    except strict_json.JSONProblem as exc:
+        raise MalformedEvent(f"{what} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise MalformedEvent(f"{what} is a JSON {type(value).__name__}, expected an object")
+    return value
+
+
+def unwrap(body: dict[str, Any], what: str) -> dict[str, Any]:
     """The S3 notification inside an SNS envelope (raw message delivery off), or the body itself."""
-    if body.get("Type") == "Notification" and isinstance(body.get("Message"), str):
-        inner: dict[str, Any] = json.loads(body["Message"])
-        return inner
+    if body.get("Type") == "Notification":
+        return _json_object(body.get("Message"), f"{what}: SNS envelope's Message")
+    return body
+
+
+def s3_notification(body: dict[str, Any], what: str) -> dict[str, Any] | None:
+    """`body` if it is an S3 notification; None for S3's test event; else MalformedEvent."""
+    if body.get("Event") == "s3:TestEvent":
+        return None
+    records = body.get("Records")
+    if not (
+        isinstance(records, list)
+        and records
+        and all(isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records)
+    ):
+        keys = ", ".join(sorted(map(str, body))[:10]) or "none"
+        raise MalformedEvent(f"{what} is not an S3 notification (keys: {keys})")
     return body
 
 
@@ -76,6 +103,13 @@ class BatchAdapter:
         self, ref: ObjectRef, context: Any, resume: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         dest = self._destination()
+        try:
+            detect(ref.key)
+        except InvalidInput as exc:
+            # Reachable through EventBridge, SNS or a notification rule of the user's own:
+            # retrying cannot change a key's suffix, so it is skipped and said, not raised.
+            logger.warning("skipped: unsupported file type", extra={"key": ref.key})
+            return {"status": "skipped", "reason": str(exc)}
         if self.settings.output_could_trigger(ref.bucket, ref.key):
             logger.error("refused: event for this function's own output", extra={"key": ref.key})
             return {"status": "refused", "reason": "object is this function's own output"}
@@ -112,9 +146,14 @@ class BatchAdapter:
     def handle_sns(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         """S3 notifications fanned out through SNS (S3 -> SNS -> Lambda)."""
         results = []
-        for record in event["Records"]:
-            body = unwrap(json.loads(record["Sns"]["Message"]))
-            results += [self.process(ref, context) for ref in refs_from_s3_event(body)]
+        for i, record in enumerate(event["Records"]):
+            sns = record.get("Sns") if isinstance(record, dict) else None
+            what = f"SNS record {i}"
+            if not isinstance(sns, dict):
+                raise MalformedEvent(f"{what} has no 'Sns' object")
+            body = s3_notification(_json_object(sns.get("Message"), f"{what}: Message"), what)
+            if body is not None:
+                results += [self.process(ref, context) for ref in refs_from_s3_event(body)]
         return {"results": results}
 
     def handle_sqs(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -122,13 +161,18 @@ class BatchAdapter:
         batch failure reporting."""
         failures = []
         for message in event["Records"]:
+            message_id = message.get("messageId")
+            what = f"SQS message {message_id}"
             try:
-                body = unwrap(json.loads(message["body"]))
-                if body.get("Event") == "s3:TestEvent":
-                    continue
-                for ref in refs_from_s3_event(body):
+                body = s3_notification(unwrap(_json_object(message.get("body"), what), what), what)
+                for ref in refs_from_s3_event(body) if body is not None else []:
                     self.process(ref, context)
+            except MalformedEvent as exc:
+                # A poison message: never deleted silently. Reported as failed, it returns to
+                # the queue until the redrive policy moves it to the dead-letter queue.
+                logger.error("poison message: %s", exc, extra={"message_id": message_id})
+                failures.append({"itemIdentifier": message_id})
             except Exception:  # reported per message so SQS retries only the failed ones
-                logger.exception("message failed", extra={"message_id": message.get("messageId")})
-                failures.append({"itemIdentifier": message["messageId"]})
+                logger.exception("message failed", extra={"message_id": message_id})
+                failures.append({"itemIdentifier": message_id})
         return {"batchItemFailures": failures}

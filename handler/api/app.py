@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -11,6 +10,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
+from handler import strict_json
 from handler.api import errors as api_errors
 from handler.api.schemas import ClassifyRequest, ErrorBody, Health
 from handler.config import Settings
@@ -47,11 +47,9 @@ def parse_body(raw: bytes, limit: int) -> ClassifyRequest:
     except UnicodeDecodeError as exc:
         raise api_errors.MalformedBody(f"body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise api_errors.MalformedBody(
-            f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
+        data = strict_json.loads(text)
+    except strict_json.JSONProblem as exc:
+        raise api_errors.MalformedBody(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise api_errors.MalformedBody(
             f'body must be a JSON object like {{"inputs": ...}}, got {type(data).__name__}'

@@ -1,7 +1,11 @@
 """A byte stream of texts (.jsonl, .csv, .txt, each optionally .gz) -> numbered records.
 
 Streaming and bounded: memory does not grow with the object. Every input record yields exactly
-one Record; a bad one carries an `error` instead of a text, so nothing is dropped.
+one Record; a bad one carries an `error` instead of a text, so nothing is dropped. A fault in
+the object's bytes that ends reading (a .gz that is not gzip, cut short or followed by other
+bytes; a malformed CSV header) ends the records and is kept in `Reader.fault`: the records
+before it are classified and the summary says where the object stopped. Retrying cannot fix
+bytes, so a data fault never raises.
 """
 
 from __future__ import annotations
@@ -9,12 +13,13 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from handler.errors import InvalidInput
+from handler import strict_json
+from handler.errors import DataFault, InvalidInput
 from handler.inference.classifier import text_problem
 
 FORMATS = (".jsonl", ".csv", ".txt")
@@ -88,9 +93,10 @@ def _jsonl(text: IO[str]) -> Iterator[Record]:
             yield Record(n, error="empty line")
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield Record(n, error=f"invalid JSON: {exc.msg} at column {exc.colno}")
+            # Ids too large for a double (1e400) are kept as their literal: see the README.
+            obj = strict_json.loads(line, overflow_as_literal=True)
+        except strict_json.JSONProblem as exc:
+            yield Record(n, error=f"invalid JSON: {exc}")
             continue
         if not isinstance(obj, dict):
             yield Record(n, error=f"expected a JSON object, got {type(obj).__name__}")
@@ -121,7 +127,7 @@ def _csv(text: IO[str]) -> Iterator[Record]:
     except StopIteration:
         return
     except csv.Error as exc:
-        raise InvalidInput(f"CSV header row is malformed: {exc}") from None
+        raise DataFault(f"CSV header row is malformed: {exc}") from None
     names = [h.strip().removeprefix("\ufeff").strip().lower() for h in header]
     text_col = names.index("text") if "text" in names else None
     id_col = names.index("id") if "id" in names else None
@@ -164,13 +170,36 @@ class _Raw(io.RawIOBase):
         return len(data)
 
 
-def records(stream: Any, fmt: str, gz: bool) -> Iterator[Record]:
-    """Records of a stream (anything with read(n)) in `fmt`; gzip is decompressed on the fly."""
-    binary: IO[bytes] = io.BufferedReader(_Raw(stream), buffer_size=_READ)
-    if gz:
-        binary = gzip.GzipFile(fileobj=binary, mode="rb")  # type: ignore[assignment]
-    # newline="\n": only LF ends a line (CR of CRLF is stripped); csv wants newline="".
-    newline = "" if fmt == ".csv" else "\n"
-    text = io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline=newline)
-    parse = {".jsonl": _jsonl, ".txt": _txt, ".csv": _csv}[fmt]
-    yield from parse(text)
+class Reader:
+    """The records of a stream (anything with read(n)) in `fmt`, gzip decompressed on the fly.
+
+    Iterate once. A data fault ends the iteration quietly and is kept in `fault`; errors of the
+    stream itself (network, throttling) still raise, so that a retry can fix them.
+    """
+
+    def __init__(self, stream: Any, fmt: str, gz: bool) -> None:
+        self.fault: str | None = None
+        binary: IO[bytes] = io.BufferedReader(_Raw(stream), buffer_size=_READ)
+        self.gz = gz
+        if gz:
+            binary = gzip.GzipFile(fileobj=binary, mode="rb")  # type: ignore[assignment]
+        # newline="\n": only LF ends a line (CR of CRLF is stripped); csv wants newline="".
+        newline = "" if fmt == ".csv" else "\n"
+        self._text = io.TextIOWrapper(
+            binary, encoding="utf-8", errors="surrogateescape", newline=newline
+        )
+        self._parse = {".jsonl": _jsonl, ".txt": _txt, ".csv": _csv}[fmt]
+
+    def __iter__(self) -> Iterator[Record]:
+        try:
+            yield from self._parse(self._text)
+        except DataFault as exc:
+            self.fault = str(exc)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            if not self.gz:  # only the gzip layer raises these on bad bytes
+                raise
+            self.fault = f"gzip: {exc or type(exc).__name__}"
+
+
+def records(stream: Any, fmt: str, gz: bool) -> Reader:
+    return Reader(stream, fmt, gz)

@@ -8,17 +8,18 @@ reader sees the previous output or the complete new one, never a half-written ob
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import IO, Any, Protocol
 
+from handler import strict_json
 from handler.batch.formats import Record, detect, records
 from handler.inference import LEGACY, Classifier
+from handler.inference.classifier import NO_TOKENS
 from handler.observability import logger, record_prediction
 
 PREDICTIONS = ".predictions.jsonl"
@@ -83,15 +84,20 @@ def _record(lines: list[dict[str, Any]], tokens: int, started: float) -> None:
 def classify_chunk(classifier: Classifier, chunk: list[Record]) -> tuple[list[dict[str, Any]], int]:
     """Lines for a chunk of records, in order, and the tokens fed; valid texts go through the
     classifier together (micro-batched, batch-invariant)."""
-    good = [r for r in chunk if r.text is not None]
-    results = classifier.run([r.text for r in good]) if good else []
+    texts = [r for r in chunk if r.text is not None]
+    encoded = classifier.tokenizer.encode([r.text for r in texts if r.text]) if texts else []
+    good = [(r, e) for r, e in zip(texts, encoded, strict=True) if e.content_tokens]
+    empty = {r.number for r, e in zip(texts, encoded, strict=True) if not e.content_tokens}
+    results = classifier.run_all([e for _, e in good])
     scores = classifier.scores(results, None)
     answers = classifier.format(scores, single=False, top_k=LEGACY)
     by_number = {
-        r.number: (a, res.truncated) for r, a, res in zip(good, answers, results, strict=True)
+        r.number: (a, res.truncated) for (r, _), a, res in zip(good, answers, results, strict=True)
     }
     lines = []
     for r in chunk:
+        if r.number in empty:
+            r = replace(r, error=f"'text' {NO_TOKENS}")
         answer, truncated = by_number.get(r.number, (None, False))
         lines.append(_line(r, answer, truncated))
     return lines, sum(res.num_tokens for res in results)
@@ -167,7 +173,8 @@ def run(
         if resume and skip and not store.download_file(dest.bucket, partial_key, path):
             raise RuntimeError(f"checkpoint {partial_key} is missing: cannot resume")
         with open(path, "ab") as out:
-            items = itertools.islice(records(stream, fmt, gz), skip, None)
+            reader = records(stream, fmt, gz)
+            items = itertools.islice(iter(reader), skip, None)
             chunks = _chunks(items, chunk_size)
             chunk = next(chunks, None)
             while chunk is not None:
@@ -209,7 +216,13 @@ def run(
         "invocations": progress.invocations,
         "duration_s": round(time.perf_counter() - started, 3),
         "model_sha256": model_digest,
+        # A data fault ended reading: every record before it is in the output; not retried.
+        "object_incomplete": reader.fault is not None,
     }
+    if reader.fault is not None:
+        fault = {"error": reader.fault, "record": progress.records + 1}
+        summary["data_fault"] = fault
+        logger.warning("object ended by a data fault", extra=fault)
     store.put_json(dest.bucket, summary_key, summary)
     if resume:
         store.delete(dest.bucket, partial_key)
@@ -217,4 +230,4 @@ def run(
 
 
 def _write(out: IO[bytes], lines: list[dict[str, Any]]) -> None:
-    out.write(b"".join(json.dumps(ln, ensure_ascii=False).encode() + b"\n" for ln in lines))
+    out.write(b"".join(strict_json.dumps(ln).encode() + b"\n" for ln in lines))

@@ -12,35 +12,38 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Target:
-    """How to quantise for one CPU family.
+    """How to quantise for one CPU family: the per-token recipes the build may choose from.
 
-    Dynamic quantisation feeds uint8 activations and int8 weights (u8s8). On x86-64 without
-    VNNI, MLAS multiplies them with VPMADDUBSW, whose int16 pair sums can saturate and wreck
-    accuracy (onnxruntime#5849, #14642). `reduce_range` stores 7-bit weights so the sums fit.
-    With VNNI (VPDPBUSD, 32-bit accumulation) or on arm64 (SDOT/UDOT) full-range int8 is safe.
+    Every recipe feeds uint8 activations and int8 weights (u8s8). On x86-64 without VNNI, MLAS
+    multiplies them with VPMADDUBSW, whose int16 pair sums saturate (onnxruntime#5849, #14642)
+    unless 2 * max(u8) * max(|s8|) <= 32767: the default target offers only recipes that fit.
+    With VNNI (VPDPBUSD, 32-bit sums) or on arm64 (SDOT/UDOT) full-range int8 is exact.
     """
 
     name: str
     description: str
-    quantize: bool
-    reduce_range: bool = False
-    # Per-channel weight scales: measured on the stand-in, agreement with fp32 rose from
-    # 93.6% to 98.6% (x86-avx2) and 97.0% to 98.9% (x86-vnni) at the same speed.
-    per_channel: bool = True
+    recipes: tuple[str, ...]  # per_token.RECIPES names, tried on the selection split
+
+    @property
+    def quantize(self) -> bool:
+        return bool(self.recipes)
 
 
 TARGETS: dict[str, Target] = {
-    "x86-vnni": Target(
-        "x86-vnni", "x86-64 with AVX-512 VNNI or AVX-VNNI (u8s8, full range)", quantize=True
-    ),
     "x86-avx2": Target(
         "x86-avx2",
-        "x86-64 with AVX2 and no VNNI (u8s8, 7-bit weights: no VPMADDUBSW saturation)",
-        quantize=True,
-        reduce_range=True,
+        "any x86-64, VNNI or not (AVX2-safe recipes only: no VPMADDUBSW saturation)",
+        recipes=("mixed", "w7a8", "w8a7"),
     ),
-    "arm64": Target("arm64", "arm64 / Graviton (u8s8 via SDOT/UDOT, full range)", quantize=True),
-    "none": Target("none", "fp32, no quantisation", quantize=False, per_channel=False),
+    "x86-vnni": Target(
+        "x86-vnni",
+        "x86-64 with AVX-512 VNNI or AVX-VNNI (full-range int8 allowed)",
+        recipes=("w8a8", "mixed", "w7a8"),
+    ),
+    "arm64": Target(
+        "arm64", "arm64 / Graviton (SDOT/UDOT: full-range int8 allowed)", ("w8a8", "mixed", "w7a8")
+    ),
+    "none": Target("none", "fp32, no quantisation", recipes=()),
 }
 ALIASES = {
     "vnni": "x86-vnni",
@@ -51,7 +54,7 @@ ALIASES = {
     "graviton": "arm64",
     "fp32": "none",
 }
-# Lambda's x86 fleet does not guarantee VNNI: the default must be safe on every x86-64 CPU.
+# Lambda's x86 fleet does not guarantee VNNI: the default must be exact on every x86-64 CPU.
 DEFAULT_TARGET = "x86-avx2"
 
 
@@ -62,19 +65,34 @@ def get_target(name: str) -> Target:
     return TARGETS[key]
 
 
-def fuse_transformer(src: Path, dst: Path, model_config: dict[str, Any]) -> dict[str, int]:
-    """ORT's transformer fusions (SkipLayerNorm, BiasGelu, Attention where it matches).
+def fuse_transformer(
+    src: Path, dst: Path, model_config: dict[str, Any], skip_layer_norm: bool = False
+) -> dict[str, int]:
+    """ORT's transformer fusions (LayerNorm, BiasGelu, Attention where it matches).
 
     Fused ops are onnxruntime contrib ops that run on every CPU, so the graph stays portable.
+    SkipLayerNormalization is left out by default: onnxruntime's CPU kernel took 5x as long as
+    Add + Add + LayerNormalization on the same rows (973 vs 193 us for 400 x 384, 1 thread).
+    Attention is not fused for the MatMuls to stay visible to the per-token rewrite.
     Returns the fused operator counts; an unsupported architecture is copied unfused.
     """
     from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
 
     heads = model_config.get("n_heads") or model_config.get("num_attention_heads") or 0
     hidden = model_config.get("dim") or model_config.get("hidden_size") or 0
+    options = FusionOptions("bert")
+    options.enable_skip_layer_norm = skip_layer_norm
+    options.enable_bias_skip_layer_norm = skip_layer_norm
+    options.enable_attention = False
     try:
         opt = optimizer.optimize_model(
-            str(src), model_type="bert", num_heads=int(heads), hidden_size=int(hidden), opt_level=0
+            str(src),
+            model_type="bert",
+            num_heads=int(heads),
+            hidden_size=int(hidden),
+            opt_level=0,
+            optimization_options=options,
         )
     except Exception as exc:  # fusion is an optimisation: an unknown graph builds unfused
         log.warning("transformer fusion skipped: %r", exc)
@@ -82,35 +100,6 @@ def fuse_transformer(src: Path, dst: Path, model_config: dict[str, Any]) -> dict
         return {}
     opt.save_model_to_file(str(dst))
     return {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
-
-
-GELU_OPS = {"Gelu", "BiasGelu", "FastGelu", "QuickGelu"}
-# Recipes tried in order until one passes the gate: all MatMuls first, then the same with the
-# feed-forward output projections kept in fp32. Their inputs are post-GELU activations whose
-# outliers spend most of a uint8 range (measured: agreement 98.6% -> 99.1%, at ~30% speed).
-RECIPES = ("all", "keep_ffn_output_fp32")
-
-
-def sensitive_nodes(path: Path) -> list[str]:
-    """MatMuls fed by a GELU (fused op, or the Erf/Tanh formula within two steps)."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    producer = {out: node for node in graph.node for out in node.output}
-
-    def gelu_like(name: str, depth: int = 0) -> bool:
-        node = producer.get(name)
-        if node is None or depth > 2:
-            return False
-        if node.op_type in GELU_OPS or node.op_type in {"Erf", "Tanh"}:
-            return True
-        return node.op_type == "Mul" and any(gelu_like(i, depth + 1) for i in node.input)
-
-    return [
-        node.name
-        for node in graph.node
-        if node.op_type == "MatMul" and any(gelu_like(i) for i in node.input)
-    ]
 
 
 class _NoPreprocessHint(logging.Filter):
@@ -121,12 +110,12 @@ class _NoPreprocessHint(logging.Filter):
         return "pre-processing before quantization" not in record.getMessage()
 
 
-def quantize(src: Path, dst: Path, target: Target, recipe: str = "all") -> dict[str, Any]:
-    """Dynamic int8: weights quantised once, activation scales computed per run."""
+def quantize_per_tensor(src: Path, dst: Path, reduce_range: bool = True) -> dict[str, Any]:
+    """The previous recipe, kept as the benchmarks' baseline: onnxruntime dynamic int8, one
+    activation scale per input tensor (padding and batch-mates included), per-channel weights."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    excluded = sensitive_nodes(src) if recipe == "keep_ffn_output_fp32" else []
     hint = _NoPreprocessHint()
     root = logging.getLogger()
     root.addFilter(hint)
@@ -134,25 +123,15 @@ def quantize(src: Path, dst: Path, target: Target, recipe: str = "all") -> dict[
         quantize_dynamic(
             str(src),
             str(dst),
-            per_channel=target.per_channel,
-            reduce_range=target.reduce_range,
+            per_channel=True,
+            reduce_range=reduce_range,
             weight_type=QuantType.QInt8,
-            nodes_to_exclude=excluded,
-            # ONNX shape inference cannot type the outputs of ORT's fused contrib ops (BiasGelu,
-            # SkipLayerNormalization); everything in these graphs is float.
+            # ONNX shape inference cannot type the outputs of ORT's fused contrib ops.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     finally:
         root.removeFilter(hint)
-    return {
-        "method": "dynamic",
-        "activation_type": "uint8",
-        "weight_type": "int8",
-        "reduce_range": target.reduce_range,
-        "per_channel": target.per_channel,
-        "recipe": recipe,
-        "nodes_kept_fp32": len(excluded),
-    }
+    return {"method": "per_tensor_dynamic", "per_channel": True, "reduce_range": reduce_range}
 
 
 def optimize_offline(src: Path, dst: Path) -> None:
@@ -166,4 +145,34 @@ def optimize_offline(src: Path, dst: Path) -> None:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     opts.optimized_model_filepath = str(dst)
     opts.log_severity_level = 3
-    ort.InferenceSession(str(src), sess_options=opts, providers=["CPUExecutionProvider"])
+    ort.InferenceSession(
+        str(src),
+        sess_options=opts,
+        providers=["CPUExecutionProvider"],
+        # Would undo fuse_transformer's choice (see there).
+        disabled_optimizers=["SkipLayerNormFusion"],
+    )
+
+
+def host_saturates() -> bool:
+    """Whether this CPU's u8s8 GEMM saturates int16 pair sums (x86-64 without VNNI).
+
+    One MatMulInteger of [255, 255] by [127, 127]: exact is 64770, VPMADDUBSW gives 32767.
+    """
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])],
+        "saturation_probe",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [1, 1])],
+        [numpy_helper.from_array(np.full((2, 1), 127, dtype=np.int8), "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), opts, ["CPUExecutionProvider"])
+    out = sess.run(None, {"a": np.full((1, 2), 255, dtype=np.uint8)})[0]
+    return int(out[0, 0]) != 255 * 127 * 2

@@ -15,11 +15,11 @@ from handler.errors import ArtifactError, InvalidInput
 from handler.inference import postprocess
 from handler.inference.postprocess import LEGACY, FloatArray, TopK
 from handler.inference.session import create_session
-from handler.inference.tokenizer import Encoded, TextTokenizer
+from handler.inference.tokenizer import INPUT_NAMES, Encoded, TextTokenizer
 
 RUNTIME_CONFIG = "config.json"
 # Inputs this core knows how to produce; a graph declaring anything else is refused at load.
-KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+KNOWN_INPUTS = INPUT_NAMES
 BATCHING_MODES = ("per_text", "padded")
 
 
@@ -35,7 +35,7 @@ class ModelConfig:
     pre_optimized: bool = False
     model_file: str = "model.onnx"
     tokenizer_file: str = "tokenizer.json"
-    max_batch_size: int = 32
+    max_batch_size: int = 8  # length-sorted micro-batches: 8 was fastest (bench/int8.py)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ModelConfig:
@@ -50,7 +50,7 @@ class ModelConfig:
                 pre_optimized=bool(data.get("pre_optimized", False)),
                 model_file=str(data.get("model_file", "model.onnx")),
                 tokenizer_file=str(data.get("tokenizer_file", "tokenizer.json")),
-                max_batch_size=int(data.get("max_batch_size", 32)),
+                max_batch_size=int(data.get("max_batch_size", 8)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"{RUNTIME_CONFIG} is invalid: {exc!r}") from exc
@@ -96,6 +96,11 @@ def text_problem(text: object) -> str | None:
     return None
 
 
+# A text of only control, zero-width or otherwise unknown-to-the-normaliser characters tokenises
+# to nothing but the special tokens: refused like an empty text, not guessed at.
+NO_TOKENS = "has no content the tokenizer keeps (only whitespace, control or zero-width characters)"
+
+
 def check_texts(texts: Sequence[object]) -> list[str]:
     """Every input must be a non-empty string; the error names the first one that is not."""
     out: list[str] = []
@@ -111,9 +116,10 @@ class Classifier:
     """A text classifier served from an ONNX graph and a tokenizer.json.
 
     Predictions are batch-invariant: a text's answer never depends on the other texts in its
-    call. Dynamically quantised graphs compute activation scales over the whole input tensor
-    (padding included), so they run one text at a time ("per_text"); fp32 graphs run in
-    length-sorted padded micro-batches ("padded").
+    call. Graphs whose every row is computed on its own (fp32, and per-token int8, whose
+    activation scales are per token) run in length-sorted padded micro-batches ("padded").
+    Artifacts of the earlier per-tensor int8 recipe, whose activation scales spanned the whole
+    input tensor, padding included, run one text at a time ("per_text").
     """
 
     def __init__(
@@ -153,29 +159,40 @@ class Classifier:
 
     # -- named steps -------------------------------------------------------------------------
 
-    def _run_batch(self, batch: Sequence[Encoded]) -> FloatArray:
-        arrays = self.tokenizer.pad(batch)
-        feed = {name: arrays[name] for name in self.input_names}
+    def run_encoded(self, batch: Sequence[Encoded]) -> FloatArray:
+        """Logits of one padded batch, as given (no sorting, no splitting)."""
+        feed = self.tokenizer.pad(batch, self.input_names)
         logits = self.session.run([self.output_name], feed)[0]
         out: FloatArray = np.asarray(logits, dtype=np.float32).reshape(len(batch), -1)
         return out
 
+    def encode(self, texts: Sequence[object]) -> list[Encoded]:
+        """Every text checked and tokenised; the error names the first that cannot be used."""
+        checked = check_texts(texts)
+        encoded = self.tokenizer.encode(checked) if checked else []
+        for i, enc in enumerate(encoded):
+            if not enc.content_tokens:
+                raise InvalidInput(f"input {i} {NO_TOKENS}")
+        return encoded
+
     def run(self, texts: Sequence[object]) -> list[TextResult]:
         """Tokenise and run every text; results come back in input order."""
-        checked = check_texts(texts)
-        if not checked:
+        return self.run_all(self.encode(texts))
+
+    def run_all(self, encoded: Sequence[Encoded]) -> list[TextResult]:
+        """Run tokenised texts (in micro-batches where the graph allows); input order kept."""
+        if not encoded:
             return []
-        encoded = self.tokenizer.encode(checked)
         logits: list[FloatArray | None] = [None] * len(encoded)
         if self._batch == 1:
             for i, enc in enumerate(encoded):
-                logits[i] = self._run_batch([enc])[0]
+                logits[i] = self.run_encoded([enc])[0]
         else:
             # Sort by length so each padded micro-batch wastes little on padding.
             order = sorted(range(len(encoded)), key=lambda i: encoded[i].length)
             for start in range(0, len(order), self._batch):
                 idx = order[start : start + self._batch]
-                for i, row in zip(idx, self._run_batch([encoded[i] for i in idx]), strict=True):
+                for i, row in zip(idx, self.run_encoded([encoded[i] for i in idx]), strict=True):
                     logits[i] = row
         return [
             TextResult(logits=lg, num_tokens=enc.length, truncated=enc.truncated)
@@ -190,10 +207,14 @@ class Classifier:
         )
 
     def scores(self, results: Sequence[TextResult], function_to_apply: str | None) -> FloatArray:
-        function = self.resolve_function(function_to_apply)
         if not results:
             return np.zeros((0, self.num_labels), dtype=np.float32)
-        return postprocess.apply(function, np.stack([r.logits for r in results]))
+        return self.scores_from_logits(np.stack([r.logits for r in results]), function_to_apply)
+
+    def scores_from_logits(
+        self, logits: FloatArray, function_to_apply: str | None = None
+    ) -> FloatArray:
+        return postprocess.apply(self.resolve_function(function_to_apply), logits)
 
     def format(
         self, scores: FloatArray, single: bool, top_k: TopK = LEGACY

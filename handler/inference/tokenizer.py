@@ -11,6 +11,7 @@ import numpy.typing as npt
 from tokenizers import Encoding, Tokenizer
 
 IntArray = npt.NDArray[np.int64]
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Encoded:
     ids: list[int]
     type_ids: list[int]
     truncated: bool
+    content_tokens: int = 1  # tokens from the text itself, special tokens not counted
 
     @property
     def length(self) -> int:
@@ -44,15 +46,32 @@ class TextTokenizer:
     @staticmethod
     def _encoded(enc: Encoding) -> Encoded:
         # With truncation on, the tokens cut off are kept in `overflowing`.
-        return Encoded(list(enc.ids), list(enc.type_ids), truncated=bool(enc.overflowing))
+        special = sum(enc.special_tokens_mask)
+        return Encoded(
+            list(enc.ids),
+            list(enc.type_ids),
+            truncated=bool(enc.overflowing),
+            content_tokens=len(enc.ids) - special,
+        )
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]:
         if len(texts) == 1:  # encode_batch's thread pool costs more than it saves for one text
             return [self._encoded(self._tok.encode(texts[0]))]
         return [self._encoded(e) for e in self._tok.encode_batch(list(texts))]
 
-    def pad(self, batch: Sequence[Encoded]) -> dict[str, IntArray]:
-        """Right-pad a batch to its longest member: ids, attention mask, token type ids."""
+    def pad(
+        self, batch: Sequence[Encoded], names: Sequence[str] = INPUT_NAMES
+    ) -> dict[str, IntArray]:
+        """Right-pad a batch to its longest member: ids, attention mask, token type ids (only
+        those in `names`: a graph's declared inputs)."""
+        if len(batch) == 1:  # nothing to pad: the one-text path, kept short
+            one = batch[0]
+            arrays = {
+                "input_ids": np.asarray([one.ids], dtype=np.int64),
+                "attention_mask": np.ones((1, one.length), dtype=np.int64),
+                "token_type_ids": np.asarray([one.type_ids], dtype=np.int64),
+            }
+            return {name: arrays[name] for name in names}
         width = max(e.length for e in batch)
         ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(batch), width), dtype=np.int64)
@@ -61,4 +80,5 @@ class TextTokenizer:
             ids[row, : e.length] = e.ids
             mask[row, : e.length] = 1
             types[row, : e.length] = e.type_ids
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return {name: arrays[name] for name in names}

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from handler.build import per_token
 from handler.build import quantize as quantize_module
 from handler.build.manifest import check_files
 from handler.build.pipeline import BuildOptions, build
@@ -42,14 +43,25 @@ def test_manifest_records_source_target_checksums_and_gate(standin_built: Path) 
     assert set(manifest["files"]) == {"model.onnx", "tokenizer.json", "config.json"}
     assert manifest["source"]["model_type"] == "distilbert"
     assert manifest["target"]["name"] == "x86-avx2"
-    assert manifest["quantization"]["reduce_range"] is True
+    quant = manifest["quantization"]
+    assert quant["method"] == "per_token" and quant["avx2_safe"] is True
+    assert quant["recipe"] in quantize_module.TARGETS["x86-avx2"].recipes
     assert manifest["labels"] == ["NEGATIVE", "POSITIVE"]
     assert manifest["max_length"] == 512
     assert manifest["graph_inputs"] == ["input_ids", "attention_mask"]
+    assert manifest["batching"] == "padded"
     v = manifest["verification"]
-    assert v["n"] == 436 and v["failed"] == []
+    # Chosen on one part, reported on the other: the two parts are disjoint and cover the data.
+    selection = v["selection"]
+    assert selection["chosen"] == quant["recipe"]
+    assert set(selection["candidates"]) == set(quantize_module.TARGETS["x86-avx2"].recipes)
+    assert 0 < selection["n"] < v["n"] and selection["n"] + v["n"] == 436
+    assert v["failed"] == []
     assert v["agreement"] >= 0.985 and v["accuracy_drop_points"] <= 0.5
-    assert v["batch_invariance"]["served"]["max_score_diff"] == 0.0
+    invariance = v["batch_invariance"]
+    assert invariance["label_flips"] == 0 and invariance["max_score_diff"] <= 1e-5
+    assert {r["batch"] for r in invariance["runs"]} >= {2, 32, 64}
+    assert {r["order"] for r in invariance["runs"]} == {"sorted", "shuffled"}
     assert "onnxruntime" in manifest["tools"]
     assert manifest["files"]["model.onnx"]["bytes"] < manifest["sizes_bytes"]["fp32_source"] / 3
 
@@ -76,7 +88,7 @@ def test_every_target_builds_and_classifies(
         BuildOptions(model=str(standin_dir), target=target, out=out, eval_path=standin_data)
     )
     assert manifest["target"]["name"] == target
-    assert manifest["batching"] == ("padded" if target == "none" else "per_text")
+    assert manifest["batching"] == "padded"
     clf = Classifier.from_dir(out)
     answers = clf.predict(
         [
@@ -89,11 +101,11 @@ def test_every_target_builds_and_classifies(
 
 
 def _damage(original: Any) -> Any:
-    def damaged(src: Path, dst: Path, target: Any, recipe: str = "all") -> dict[str, Any]:
+    def damaged(src: Path, dst: Path, recipe: Any) -> dict[str, Any]:
         import onnx
         from onnx import numpy_helper
 
-        result: dict[str, Any] = original(src, dst, target, recipe)
+        result: dict[str, Any] = original(src, dst, recipe)
         model = onnx.load(str(dst))
         rng = np.random.default_rng(0)
         for init in model.graph.initializer:
@@ -111,11 +123,11 @@ def _damage(original: Any) -> Any:
 def test_gate_rejects_a_damaged_model_and_leaves_nothing(
     standin_dir: Path, standin_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(quantize_module, "quantize", _damage(quantize_module.quantize))
+    monkeypatch.setattr(per_token, "quantize_file", _damage(per_token.quantize_file))
     out = tmp_path / "model"
     with pytest.raises(GateFailed, match="agreement") as info:
         build(
-            BuildOptions(model=str(standin_dir), target="x86-vnni", out=out, eval_path=standin_data)
+            BuildOptions(model=str(standin_dir), target="x86-avx2", out=out, eval_path=standin_data)
         )
     assert "verification failed" in str(info.value)
     assert not out.exists()

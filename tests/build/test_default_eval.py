@@ -36,7 +36,8 @@ def test_default_eval_comes_from_the_hub(tmp_path: Path, monkeypatch: pytest.Mon
     hub = tiny.make_hub_folder(tmp_path / "hub")
     manifest = build(BuildOptions(model=str(hub), target="x86-vnni", out=tmp_path / "out"))
     assert calls == [(*pipeline.DEFAULT_EVAL, "dataset")]
-    assert manifest["verification"]["n"] == len(rows)
+    verification = manifest["verification"]
+    assert verification["n"] + verification["selection"]["n"] == len(rows)
     assert manifest["verification"]["eval_source"].startswith("hf://datasets/nyu-mll/glue/")
 
 

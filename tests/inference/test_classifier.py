@@ -103,11 +103,13 @@ def test_unicode_and_control_characters(clf: Classifier) -> None:
 
 
 def test_int8_predictions_do_not_depend_on_batch_mates(clf: Classifier) -> None:
-    assert clf.config.batching == "per_text"
-    texts = ["good", "awful boring plot and a bad film " * 3, "i loved the plot", "dull"]
+    # Per-token int8 runs in padded micro-batches; each token's scale is its own.
+    assert clf.config.batching == "padded"
+    texts = ["good", "awful boring plot and a bad film " * 3, "i loved the plot", "dull"] * 5
     together = clf.scores(clf.run(texts), None)
     alone = np.concatenate([clf.scores(clf.run([t]), None) for t in texts])
-    assert np.array_equal(together, alone)
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+    assert (together.argmax(1) == alone.argmax(1)).all()
 
 
 def test_fp32_padded_batches_are_invariant(tiny_fp32_model: Path) -> None:

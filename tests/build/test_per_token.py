@@ -1,0 +1,210 @@
+"""The per-token int8 rewrite on small self-made graphs: numbers, row independence, AVX2 safety,
+and the default artifact on a CPU without VNNI (qemu-user -cpu Haswell, where installed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from handler.build import per_token, quantize
+from handler.inference import Classifier
+
+K, H = 32, 48
+
+
+def _graph(seed: int = 0, vocab: int = 50) -> onnx.ModelProto:
+    """ids -> embedding -> MatMul -> Gelu -> MatMul, and a second MatMul on the embedding."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(vocab, K)).astype(np.float32), "emb"),
+        numpy_helper.from_array(rng.normal(size=(K, H)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(size=(H, K)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.normal(size=(K, K)).astype(np.float32), "w3"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["emb", "ids"], ["x"], name="embed"),
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="up"),
+        helper.make_node("Gelu", ["h"], ["g"], name="gelu", domain="com.microsoft"),
+        helper.make_node("MatMul", ["g", "w2"], ["y"], name="down"),
+        helper.make_node("MatMul", ["x", "w3"], ["z"], name="side"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", K]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, ["b", "s", K]),
+        ],
+        inits,
+    )
+    return helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+    )
+
+
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), opts, ["CPUExecutionProvider"])
+
+
+def _run(model: onnx.ModelProto, ids: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
+    return list(_session(model).run(None, {"ids": ids}))
+
+
+def _quantised(name: str, exact_twin: bool = False) -> onnx.ModelProto:
+    model = _graph()
+    assert per_token.rewrite(model, per_token.RECIPES[name]) == 3
+    if exact_twin:
+        assert per_token.to_exact_twin(model) == 3
+    return model
+
+
+@pytest.mark.parametrize("name", sorted(per_token.RECIPES))
+def test_rewrite_stays_close_to_fp32(name: str) -> None:
+    ids = np.random.default_rng(1).integers(0, 50, size=(3, 7))
+    ref = _run(_graph(), ids)
+    got = _run(_quantised(name, exact_twin=True), ids)
+    for r, g in zip(ref, got, strict=True):
+        rel = np.abs(r - g).max() / np.abs(r).max()
+        assert rel < 0.05, (name, rel)
+    ops = {n.op_type for n in _quantised(name).graph.node}
+    assert "MatMul" not in ops and {"MatMulIntegerToFloat", "QuantizeLinear"} <= ops
+
+
+@pytest.mark.parametrize("name", sorted(per_token.RECIPES))
+def test_a_row_never_depends_on_other_rows_or_padding(name: str) -> None:
+    model = _quantised(name)
+    rng = np.random.default_rng(2)
+    alone = rng.integers(0, 50, size=(1, 5))
+    batch = rng.integers(0, 50, size=(4, 9))  # other texts, longer: the row is padded
+    batch[2, :5] = alone[0]
+    y_alone, z_alone = _run(model, alone)
+    y_batch, z_batch = _run(model, batch)
+    assert np.array_equal(y_batch[2, :5], y_alone[0])
+    assert np.array_equal(z_batch[2, :5], z_alone[0])
+
+
+def test_a_zero_row_gives_zeros_not_nan() -> None:
+    model = _graph()
+    emb = next(i for i in model.graph.initializer if i.name == "emb")
+    table = numpy_helper.to_array(emb).copy()
+    table[0] = 0.0
+    emb.CopyFrom(numpy_helper.from_array(table, "emb"))
+    per_token.rewrite(model, per_token.RECIPES["w8a7"])
+    _, z = _run(model, np.array([[0, 3]]))
+    assert np.all(np.isfinite(z)) and np.all(z[0, 0] == 0.0)
+
+
+def test_avx2_safe_recipes_cannot_saturate_and_keep_their_ranges() -> None:
+    for name, recipe in per_token.RECIPES.items():
+        for bits in (recipe.symmetric, recipe.gelu):
+            assert bits.avx2_safe == (2 * bits.max_u8 * bits.weight_qmax <= 32767)
+        model = _quantised(name)
+        weights = [
+            numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("/w_int8")
+        ]
+        assert weights and all(np.abs(w).max() <= 127 for w in weights)
+        if recipe.avx2_safe:
+            assert all(
+                np.abs(w).max() <= max(recipe.symmetric.weight_qmax, recipe.gelu.weight_qmax)
+                for w in weights
+            )
+    for name in quantize.TARGETS["x86-avx2"].recipes:
+        assert per_token.RECIPES[name].avx2_safe, name
+    assert not per_token.RECIPES["w8a8"].avx2_safe
+
+
+@pytest.mark.parametrize("name", ["mixed", "w8a7", "w7a8"])
+def test_avx2_safe_recipes_equal_their_exact_twin_on_this_cpu(name: str) -> None:
+    # The twin holds the same integers as u8u8, which no CPU saturates: equal to the bit.
+    ids = np.random.default_rng(3).integers(0, 50, size=(2, 11))
+    for a, b in zip(_run(_quantised(name), ids), _run(_quantised(name, True), ids), strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_saturation_probe_matches_full_range_twin() -> None:
+    # Where the probe says this CPU does not saturate, full range equals its twin exactly.
+    ids = np.random.default_rng(4).integers(0, 50, size=(2, 11))
+    native, twin = _run(_quantised("w8a8"), ids), _run(_quantised("w8a8", True), ids)
+    same = all(np.array_equal(a, b) for a, b in zip(native, twin, strict=True))
+    saturates = quantize.host_saturates()
+    assert same or saturates  # a difference can only come from saturation
+    if not saturates:
+        assert same
+
+
+def test_embedding_table_is_int8_with_row_scales_and_tied_tables_are_left() -> None:
+    model = _quantised("w8a7")
+    names = {i.name: i for i in model.graph.initializer}
+    assert "emb" not in names
+    table = next(i for n, i in names.items() if n.endswith("/table_int8"))
+    assert table.data_type == TensorProto.INT8
+    tied = _graph()
+    tied.graph.node.append(helper.make_node("Identity", ["emb"], ["emb_copy"], name="tie"))
+    tied.graph.output.append(helper.make_tensor_value_info("emb_copy", TensorProto.FLOAT, None))
+    per_token.rewrite(tied, per_token.RECIPES["w8a7"])
+    assert "emb" in {i.name for i in tied.graph.initializer}
+
+
+QEMU = shutil.which("qemu-x86_64")
+PROBE = """
+import json, sys
+import numpy as np
+from handler.build.quantize import host_saturates
+from handler.inference import Classifier
+clf = Classifier.from_dir(sys.argv[1])
+texts = json.loads(sys.argv[2])
+logits = np.concatenate([clf.run_encoded([e]) for e in clf.tokenizer.encode(texts)])
+print(json.dumps({"saturates": host_saturates(), "logits": logits.tolist(),
+                  "batched": [r.logits.tolist() for r in clf.run(texts)]}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(QEMU is None, reason="qemu-x86_64 not installed (Debian: qemu-user)")
+def test_default_artifact_answers_identically_without_vnni(standin_built: Path) -> None:
+    """The default target under an emulated Haswell (AVX2, no VNNI: the saturating kernel)."""
+    texts = [
+        "A masterpiece: moving, funny and beautifully acted.",
+        "A tedious, badly written waste of two hours.",
+        "it 's a charming and often affecting journey . ",
+        "The plot meanders, yet the lead performance is magnetic and the score soars.",
+        "Not bad at all, though I expected more from the director of such fine earlier work.",
+        "unflinchingly bleak and desperate ",
+    ]
+    proc = subprocess.run(
+        [
+            QEMU or "",
+            "-cpu",
+            "Haswell",
+            sys.executable,
+            "-c",
+            PROBE,
+            str(standin_built),
+            json.dumps(texts),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    emulated = json.loads(proc.stdout)
+    assert emulated["saturates"] is True  # the emulated CPU really lacks VNNI
+    clf = Classifier.from_dir(standin_built)
+    native = np.concatenate([clf.run_encoded([e]) for e in clf.tokenizer.encode(texts)])
+    assert np.array_equal(np.asarray(emulated["logits"], dtype=np.float32), native)
+    np.testing.assert_allclose(np.asarray(emulated["batched"]), native, atol=1e-5)
