@@ -211,6 +211,7 @@ def rewrite(model: Any, recipe: PerTokenRecipe) -> int:
     """Rewrite `model` (an onnx ModelProto) in place; returns how many MatMuls were quantised."""
     from onnx import TensorProto, helper, numpy_helper
 
+    merge_shared_input_linears(model)
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
@@ -256,6 +257,89 @@ def rewrite(model: Any, recipe: PerTokenRecipe) -> int:
     if not any(op.domain == "com.microsoft" for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return sum(len(m) for m in groups.values())
+
+
+def merge_shared_input_linears(model: Any) -> int:
+    """Linear layers that read the same tensor (Q, K and V) -> one MatMul on the concatenated
+    weights, one Add of the concatenated biases, and a Split into the three outputs.
+
+    Exact in fp32 and after quantisation alike (per-column weight scales and per-row
+    activation scales do not change): fewer, wider GEMMs and four nodes less per layer.
+    Returns how many groups were merged.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    readers: dict[str, list[Any]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            readers[name].append(node)
+
+    def linear(node: Any) -> Any:
+        """The bias Add after a MatMul with a constant 2-D weight, or None."""
+        if node.op_type != "MatMul" or node.input[1] not in inits:
+            return None
+        w = inits[node.input[1]]
+        users = readers[node.output[0]]
+        if len(w.dims) != 2 or w.data_type != TensorProto.FLOAT or len(users) != 1:
+            return None
+        add = users[0]
+        bias_name = next((i for i in add.input if i != node.output[0]), "")
+        bias = inits.get(bias_name)
+        if add.op_type != "Add" or bias is None or list(bias.dims) != [w.dims[1]]:
+            return None
+        return add if len(readers[bias_name]) == 1 else None
+
+    groups: dict[str, list[tuple[Any, Any]]] = defaultdict(list)
+    for node in graph.node:
+        add = linear(node)
+        if add is not None:
+            groups[node.input[0]].append((node, add))
+    merged = 0
+    new_nodes: dict[str, list[Any]] = {}
+    drop: set[str] = set()
+    for src, members in groups.items():
+        if len(members) < 2:
+            continue
+        tag = f"pt/merged{merged}"
+        weights = [numpy_helper.to_array(inits[m.input[1]]) for m, _ in members]
+        biases = [
+            numpy_helper.to_array(inits[next(i for i in a.input if i != m.output[0])])
+            for m, a in members
+        ]
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.concatenate(weights, axis=1), f"{tag}/weight"),
+                numpy_helper.from_array(np.concatenate(biases), f"{tag}/bias"),
+                numpy_helper.from_array(
+                    np.array([w.shape[1] for w in weights], dtype=np.int64), f"{tag}/split"
+                ),
+            ]
+        )
+        new_nodes[members[0][0].name] = [
+            helper.make_node("MatMul", [src, f"{tag}/weight"], [f"{tag}/y"], name=f"{tag}/MatMul"),
+            helper.make_node("Add", [f"{tag}/y", f"{tag}/bias"], [f"{tag}/yb"], name=f"{tag}/Add"),
+            helper.make_node(
+                "Split",
+                [f"{tag}/yb", f"{tag}/split"],
+                [a.output[0] for _, a in members],
+                name=f"{tag}/Split",
+                axis=-1,
+            ),
+        ]
+        drop.update(n.name for pair in members for n in pair)
+        merged += 1
+    if not merged:
+        return 0
+    nodes: list[Any] = []
+    for node in graph.node:
+        nodes.extend(new_nodes.get(node.name, []))
+        if node.name not in drop:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return merged
 
 
 def _fold_unshift(nodes: list[Any], inits: dict[str, Any], rw: _Rewriter) -> None:

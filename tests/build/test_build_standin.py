@@ -89,6 +89,11 @@ def test_every_target_builds_and_classifies(
     )
     assert manifest["target"]["name"] == target
     assert manifest["batching"] == "padded"
+    selection = manifest["verification"]["selection"]
+    if target != "none":  # chosen on the selection split: the lowest mean score difference
+        figures = selection["candidates"]
+        assert len(figures) == len(quantize_module.TARGETS[target].recipes) >= 2
+        assert selection["chosen"] == min(figures, key=lambda n: figures[n]["mean_score_diff"])
     clf = Classifier.from_dir(out)
     answers = clf.predict(
         [
