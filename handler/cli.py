@@ -40,9 +40,15 @@ def cmd_build(args: argparse.Namespace) -> int:
             "target": manifest["target"]["name"],
             "reference_accuracy": v["reference_accuracy"],
             "candidate_accuracy": v["candidate_accuracy"],
+            "accuracy_drop_points": v["accuracy_drop_points"],
             "agreement": v["agreement"],
             "n": v["n"],
-            "batch_invariance": v["batch_invariance"],
+            "recipe": manifest["quantization"].get("recipe", "fp32"),
+            "chosen_on": {"n": v["selection"]["n"], "rule": v["selection"]["rule"]},
+            "batch_invariance": {
+                k: v["batch_invariance"][k]
+                for k in ("max_score_diff", "label_flips", "batch_sizes")
+            },
             "model_bytes": manifest["files"]["model.onnx"]["bytes"],
         }
     )

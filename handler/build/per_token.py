@@ -10,7 +10,8 @@ MatMuls (Q, K and V share one quantisation of their common input):
     Y    = MatMulIntegerToFloat(A_u8, W_s8, 1/qmax, w_scale[N], zero_point) * amax
 
 Four nodes per activation tensor (Abs, ReduceMax, Div, QuantizeLinear: three passes over it)
-and one Mul per GEMM: the 1/qmax of the row scale rides in the GEMM's scalar scale.
+and one Mul per GEMM: the 1/qmax of the row scale rides in the GEMM's scalar scale. Linear
+layers on one input (Q, K, V) are first merged into one GEMM and a Split (exact).
 
 GELU outputs are never below GELU's minimum (-0.17): they are shifted by +0.17 and quantised
 unsigned from 0 (the whole uint range on the values that occur, one more bit of resolution than

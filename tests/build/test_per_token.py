@@ -208,3 +208,40 @@ def test_default_artifact_answers_identically_without_vnni(standin_built: Path) 
     native = np.concatenate([clf.run_encoded([e]) for e in clf.tokenizer.encode(texts)])
     assert np.array_equal(np.asarray(emulated["logits"], dtype=np.float32), native)
     np.testing.assert_allclose(np.asarray(emulated["batched"]), native, atol=1e-5)
+
+
+def test_linears_on_one_input_merge_into_one_gemm_exactly() -> None:
+    rng = np.random.default_rng(5)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(K, K)).astype(np.float32), f"w{i}")
+        for i in range(3)
+    ]
+    inits += [
+        numpy_helper.from_array(rng.normal(size=K).astype(np.float32), f"b{i}") for i in range(3)
+    ]
+    nodes = []
+    for i in range(3):
+        nodes += [
+            helper.make_node("MatMul", ["x", f"w{i}"], [f"m{i}"], name=f"mm{i}"),
+            helper.make_node("Add", [f"m{i}", f"b{i}"], [f"y{i}"], name=f"add{i}"),
+        ]
+    graph = helper.make_graph(
+        nodes,
+        "qkv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", K])],
+        [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None) for i in range(3)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.normal(size=(2, 5, K)).astype(np.float32)
+    before = _session(model).run(None, {"x": x})
+    merged = onnx.ModelProto()
+    merged.CopyFrom(model)
+    assert per_token.merge_shared_input_linears(merged) == 1
+    assert [n.op_type for n in merged.graph.node] == ["MatMul", "Add", "Split"]
+    after = _session(merged).run(None, {"x": x})
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # Quantised: one integer GEMM and one activation quantisation for the three.
+    assert per_token.rewrite(merged, per_token.RECIPES["mixed"]) == 1
+    assert sum(n.op_type == "MatMulIntegerToFloat" for n in merged.graph.node) == 1
