@@ -84,10 +84,10 @@ def _record(lines: list[dict[str, Any]], tokens: int, started: float) -> None:
 def classify_chunk(classifier: Classifier, chunk: list[Record]) -> tuple[list[dict[str, Any]], int]:
     """Lines for a chunk of records, in order, and the tokens fed; valid texts go through the
     classifier together (micro-batched, batch-invariant)."""
-    texts = [r for r in chunk if r.text is not None]
-    encoded = classifier.tokenizer.encode([r.text for r in texts if r.text]) if texts else []
-    good = [(r, e) for r, e in zip(texts, encoded, strict=True) if e.content_tokens]
-    empty = {r.number for r, e in zip(texts, encoded, strict=True) if not e.content_tokens}
+    texts = [(r, r.text) for r in chunk if r.text is not None]
+    encoded = classifier.tokenizer.encode([t for _, t in texts]) if texts else []
+    good = [(r, e) for (r, _), e in zip(texts, encoded, strict=True) if e.content_tokens]
+    empty = {r.number for (r, _), e in zip(texts, encoded, strict=True) if not e.content_tokens}
     results = classifier.run_all([e for _, e in good])
     scores = classifier.scores(results, None)
     answers = classifier.format(scores, single=False, top_k=LEGACY)

@@ -70,7 +70,7 @@ def get_target(name: str) -> Target:
 def fuse_transformer(
     src: Path, dst: Path, model_config: dict[str, Any], skip_layer_norm: bool = False
 ) -> dict[str, int]:
-    """ORT's transformer fusions (LayerNorm, BiasGelu, Attention where it matches).
+    """ORT's transformer fusions: LayerNorm and BiasGelu.
 
     Fused ops are onnxruntime contrib ops that run on every CPU, so the graph stays portable.
     SkipLayerNormalization is left out by default: onnxruntime's CPU kernel took 5x as long as
