@@ -1,19 +1,44 @@
-"""python -m handler build | classify | eval | verify | serve | invoke."""
+"""python -m handler build | classify | eval | verify | serve | invoke.
+
+Output contract: stdout carries the command's result only (JSON), so `... | jq` works; logs,
+metrics, warnings and progress go to stderr. Errors: `error: ...` on stderr, exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from handler.errors import ClassifierError
+from handler.errors import ArtifactError, ClassifierError
+
+# Where results go: the process's stdout, captured before main() points sys.stdout at stderr
+# (Powertools prints EMF metric lines with print()).
+_result_stream: TextIO = sys.stdout
 
 
 def _print(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, ensure_ascii=False))
+    _result_stream.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    _result_stream.flush()
+
+
+def _model_dir(args: argparse.Namespace) -> Path:
+    """--model, else MODEL_DIR, else the default folder; a folder without a model is an error
+    that says where it looked and how to build one."""
+    from handler.config import default_model_dir, missing_model_message
+    from handler.inference.classifier import RUNTIME_CONFIG
+
+    if args.model:
+        folder, origin = Path(args.model), "--model"
+    else:
+        folder, origin = default_model_dir()
+    if not (folder / RUNTIME_CONFIG).is_file():
+        raise ArtifactError(missing_model_message(folder, origin))
+    return folder
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -58,7 +83,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def _classifier(args: argparse.Namespace) -> Any:
     from handler.inference import Classifier
 
-    return Classifier.from_dir(Path(args.model), threads=args.threads)
+    return Classifier.from_dir(_model_dir(args), threads=args.threads)
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -84,7 +109,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from handler.build.manifest import check_files
 
-    manifest = check_files(Path(args.model))
+    manifest = check_files(_model_dir(args))
     _print({"ok": True, "files": sorted(manifest["files"])})
     return 0
 
@@ -92,11 +117,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_invoke(args: argparse.Namespace) -> int:
     from handler.adapters.local import invoke_file
 
-    _print(invoke_file(Path(args.event)))
+    _print(invoke_file(Path(args.event), current_etag=args.current_etag))
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.through_lambda:
+        from handler.adapters.local import serve_through_lambda
+        from handler.entry import lambda_handler
+
+        server = serve_through_lambda(lambda_handler, args.host, args.port)
+        print(
+            f"serving lambda_handler (HTTP API events) on http://{args.host}:{args.port}",
+            file=sys.stderr,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()
+        return 0
     import uvicorn
 
     from handler.function import create_local_app
@@ -128,7 +165,9 @@ def parser() -> argparse.ArgumentParser:
         ("verify", cmd_verify, "check a built model's files against its manifest"),
     ):
         c = sub.add_parser(name, help=helptext)
-        c.add_argument("--model", required=True, help="built model folder")
+        c.add_argument(
+            "--model", help="built model folder (default: MODEL_DIR, else ./build/model)"
+        )
         c.add_argument("--threads", type=int, default=1)
         c.set_defaults(func=func)
         if name == "classify":
@@ -140,20 +179,37 @@ def parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("invoke", help="run lambda_handler on an event file (like sam local invoke)")
     i.add_argument("--event", required=True)
+    i.add_argument(
+        "--current-etag",
+        action="store_true",
+        help="give each S3 object in the event its current eTag and size (HEAD; AWS_ENDPOINT_URL "
+        "for a local S3), as for an event from `sam local generate-event s3 put`",
+    )
     i.set_defaults(func=cmd_invoke)
 
-    s = sub.add_parser("serve", help="the API on uvicorn")
+    s = sub.add_parser("serve", help="the API on http://127.0.0.1:8000 (uvicorn)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
+    s.add_argument(
+        "--through-lambda",
+        action="store_true",
+        help="serve through lambda_handler, each request as an API Gateway HTTP API event "
+        "(like `sam local start-api`, without Docker)",
+    )
     s.set_defaults(func=cmd_serve)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    global _result_stream
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     args = parser().parse_args(argv)
+    _result_stream = sys.stdout
     try:
-        code: int = args.func(args)
+        with contextlib.redirect_stdout(sys.stderr):
+            code: int = args.func(args)
     except ClassifierError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

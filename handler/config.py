@@ -11,8 +11,11 @@ from pathlib import Path
 
 from handler.errors import ConfigError
 
-# Where infra/Dockerfile copies the built model (LAMBDA_TASK_ROOT is /var/task in the image).
-DEFAULT_MODEL_DIR = "/var/task/model"
+# The model folder when MODEL_DIR is unset: on Lambda `$LAMBDA_TASK_ROOT/model` (where
+# infra/Dockerfile and scripts/build_layer.sh put it), elsewhere `./build/model` (what
+# `python -m handler build` and scripts/demo.sh write).
+LOCAL_MODEL_DIR = "build/model"
+BUILD_COMMAND = "python -m handler build --model MODEL --eval labelled.tsv --out build/model"
 # Lambda allocates CPU in proportion to memory: 1,769 MB buys one full vCPU, 10,240 MB six.
 # https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html
 MB_PER_VCPU = 1769
@@ -58,6 +61,30 @@ def threads_for(memory_mb: int | None, available_cpus: int) -> int:
     return max(1, available_cpus)
 
 
+def on_lambda(env: Mapping[str, str] | None = None) -> bool:
+    """True inside a Lambda execution environment (or its emulation: SAM, the runtime client)."""
+    env = os.environ if env is None else env
+    return bool(env.get("AWS_LAMBDA_RUNTIME_API") or env.get("LAMBDA_TASK_ROOT"))
+
+
+def default_model_dir(env: Mapping[str, str] | None = None) -> tuple[Path, str]:
+    """(folder, where it came from): MODEL_DIR, else the Lambda task root's model/, else
+    ./build/model."""
+    env = os.environ if env is None else env
+    if env.get("MODEL_DIR"):
+        return Path(env["MODEL_DIR"]), "MODEL_DIR"
+    if env.get("LAMBDA_TASK_ROOT"):
+        return Path(env["LAMBDA_TASK_ROOT"]) / "model", "$LAMBDA_TASK_ROOT/model (MODEL_DIR unset)"
+    return Path(LOCAL_MODEL_DIR), f"./{LOCAL_MODEL_DIR} (MODEL_DIR unset, not on Lambda)"
+
+
+def missing_model_message(folder: Path, origin: str) -> str:
+    return (
+        f"no built model at {folder.absolute()} ({origin}). Build one with `{BUILD_COMMAND}`, "
+        "or point MODEL_DIR (or --model) at a built model folder."
+    )
+
+
 def _available_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -69,6 +96,7 @@ def _available_cpus() -> int:
 class Settings:
     model_dir: Path
     num_threads: int
+    model_dir_origin: str = "MODEL_DIR"
     max_texts: int = 64
     max_text_chars: int = 20_000
     max_body_bytes: int = 1_048_576
@@ -91,8 +119,10 @@ class Settings:
         min_score = _float(env, "MIN_SCORE", 0.0) if min_score_raw else None
         if min_score is not None and not 0.0 <= min_score <= 1.0:
             raise ConfigError(f"MIN_SCORE must be between 0 and 1, got {min_score}")
+        model_dir, model_dir_origin = default_model_dir(env)
         settings = cls(
-            model_dir=Path(env.get("MODEL_DIR") or DEFAULT_MODEL_DIR),
+            model_dir=model_dir,
+            model_dir_origin=model_dir_origin,
             num_threads=threads or threads_for(memory_mb, _available_cpus()),
             max_texts=_int(env, "MAX_TEXTS", 64),
             max_text_chars=_int(env, "MAX_TEXT_CHARS", 20_000),

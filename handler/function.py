@@ -13,7 +13,7 @@ from handler.adapters.s3_store import S3Store, invoke_self
 from handler.batch.job import Store
 from handler.config import Settings, get_settings
 from handler.observability import logger, metrics
-from handler.runtime import LoadedModel, get_model
+from handler.runtime import LoadedModel, model_for
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -41,7 +41,7 @@ class Function:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Function:
-        return cls(settings, get_model(settings.model_dir, settings.num_threads))
+        return cls(settings, model_for(settings))
 
     def warmup(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         started = time.perf_counter()
@@ -73,4 +73,4 @@ def create_local_app() -> Any:
     from handler.api import create_app
 
     settings = get_settings()
-    return create_app(settings, get_model(settings.model_dir, settings.num_threads))
+    return create_app(settings, model_for(settings))

@@ -7,15 +7,24 @@ defaults below apply when they are unset.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from handler.config import on_lambda
+
 SERVICE = "text-classifier"
 NAMESPACE = "TextClassifier"
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE))
+# On Lambda both streams reach CloudWatch; Powertools writes to stdout. Elsewhere stdout belongs
+# to the command's result (`python -m handler invoke | jq`), so logs go to stderr (the CLI also
+# routes the EMF metric lines there: Powertools prints them).
+logger = Logger(
+    service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE),
+    stream=sys.stdout if on_lambda() else sys.stderr,
+)
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE))
 
 # A health check or warm-up publishes no metric but the cold start; that is expected, not news.

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from handler.config import Settings, missing_model_message
 from handler.errors import ArtifactError
 from handler.inference import Classifier
+from handler.inference.classifier import RUNTIME_CONFIG
 
 MANIFEST = "manifest.json"
 
@@ -60,3 +62,12 @@ def load_model(model_dir: Path, threads: int) -> LoadedModel:
 def get_model(model_dir: Path, threads: int) -> LoadedModel:
     """Cached per (folder, threads): one session per execution environment."""
     return load_model(model_dir, threads)
+
+
+def model_for(settings: Settings) -> LoadedModel:
+    """The configured model; a folder that holds none is an error naming where it was looked for
+    (MODEL_DIR or the default) and how to build one."""
+    folder = settings.model_dir
+    if not (folder / RUNTIME_CONFIG).is_file():
+        raise ArtifactError(missing_model_message(folder, settings.model_dir_origin))
+    return get_model(folder, settings.num_threads)

@@ -1,4 +1,5 @@
-"""The FastAPI app: POST /classify (the pipeline contract), GET /health, GET /model."""
+"""The FastAPI app: POST /classify (the pipeline contract), POST / (the Hugging Face Inference
+API's shape, for huggingface_hub's InferenceClient), GET /health, GET /model."""
 
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
     api_errors.install(app)
     clf = model.classifier
 
-    async def classify(request: Request) -> JSONResponse:
+    async def answer(request: Request, inference_api: bool) -> JSONResponse:
         # The body is parsed here, not by FastAPI, so that every malformation gets its own
         # clear message and code. The endpoint is async on purpose: Lambda serves one request
         # per environment, so a thread hop would only add latency.
@@ -103,7 +104,10 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
         texts = [req.inputs] if isinstance(req.inputs, str) else req.inputs
         check_limits(texts, settings)
         params = req.parameters
-        top_k: TopK = params.top_k if "top_k" in params.model_fields_set else LEGACY
+        if "top_k" in params.model_fields_set:
+            top_k: TopK = params.top_k
+        else:  # the pipeline: the best label; the Inference API: every label, best first
+            top_k = None if inference_api else LEGACY
         function = clf.resolve_function(params.function_to_apply)
         results = clf.run(texts)
         scores = clf.scores(results, function)
@@ -111,17 +115,28 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
         min_score = params.min_score if params.min_score is not None else settings.min_score
         if min_score is not None:
             answers = [apply_min_score(a, min_score) for a in answers]
-        answer = postprocess.shape(answers, single)
+        # The Inference API answers a list of labels per text, always ([[...]] for one text:
+        # huggingface_hub's InferenceClient takes [0]); /classify answers as the pipeline.
+        body = answers if inference_api else postprocess.shape(answers, single)
         top = [float(row.max()) for row in scores]
         _figures(results, top, min_score if min_score is not None else LOW_CONFIDENCE, started)
         truncated = [str(i) for i, r in enumerate(results) if r.truncated]
         headers = {TRUNCATED_HEADER: ",".join(truncated)} if truncated else None
-        return JSONResponse(answer, headers=headers)
+        return JSONResponse(body, headers=headers)
+
+    async def classify(request: Request) -> JSONResponse:
+        return await answer(request, inference_api=False)
+
+    async def inference_api(request: Request) -> JSONResponse:
+        return await answer(request, inference_api=True)
 
     # A plain Starlette route: FastAPI's per-request dependency solving and response validation
     # buy nothing here (the body is parsed above) and cost part of the HTTP path's 1 ms budget.
     # Its OpenAPI entry is added by hand below.
     app.router.routes.insert(0, Route("/classify", classify, methods=["POST"]))
+    # POST / speaks the Hugging Face Inference API (as an Inference Endpoint does), so
+    # `InferenceClient(model=API_URL).text_classification(text)` works unchanged.
+    app.router.routes.insert(1, Route("/", inference_api, methods=["POST"]))
 
     @app.get("/health", response_model=Health)
     async def health() -> dict[str, Any]:
@@ -179,20 +194,30 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
                     (422, "Invalid request"),
                 )
             }
+            body_schema = {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ClassifyRequest"}}
+                },
+            }
             schema["paths"]["/classify"] = {
                 "post": {
                     "summary": "Classify",
                     "description": "transformers pipeline('text-classification') semantics.",
                     "operationId": "classify",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/ClassifyRequest"}
-                            }
-                        },
-                    },
+                    "requestBody": body_schema,
                     "responses": {"200": {"description": "Pipeline-shaped predictions"}, **errors},
+                }
+            }
+            schema["paths"]["/"] = {
+                "post": {
+                    "summary": "Classify (Hugging Face Inference API shape)",
+                    "description": "What huggingface_hub's InferenceClient.text_classification "
+                    "expects: one list of {label, score} per text, best first; every label "
+                    "unless top_k is given.",
+                    "operationId": "inference_api",
+                    "requestBody": body_schema,
+                    "responses": {"200": {"description": "[[{label, score}, ...], ...]"}, **errors},
                 }
             }
             app.openapi_schema = schema

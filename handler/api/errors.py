@@ -72,7 +72,26 @@ def install(app: FastAPI) -> None:
         return JSONResponse(body(exc, "invalid request", _validation_details(exc)), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}" + _base_path_hint(
+                app, request.url.path
+            )
         return JSONResponse(
-            {"error": str(exc.detail), "type": "HTTPException"}, status_code=exc.status_code
+            {"error": message, "type": "HTTPException"}, status_code=exc.status_code
         )
+
+
+def _base_path_hint(app: FastAPI, path: str) -> str:
+    """A custom domain's base path mapping (api.example.com/sentiment -> this API) reaches the
+    function with the prefix in the path; say so when stripping one would find a route."""
+    for route in app.routes:
+        route_path = getattr(route, "path", "")
+        if route_path not in ("", "/") and path.endswith(route_path) and path != route_path:
+            prefix = path[: -len(route_path)]
+            return (
+                f". Behind a custom domain with a base path mapping? Set API_BASE_PATH={prefix} "
+                f"and {path} is served as {route_path}"
+            )
+    return ""

@@ -39,9 +39,10 @@ class Source:
         return path if path.is_file() else None
 
 
-def _offline_error(model: str, exc: BaseException) -> BuildError:
+def _offline_error(model: str, exc: BaseException, offline: str | None) -> BuildError:
+    why = f"{offline}; not in the local cache" if offline else f"{type(exc).__name__}: {exc}"
     return BuildError(
-        f"cannot fetch {model!r} from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
+        f"cannot fetch {model!r} from the Hugging Face Hub ({why}). "
         "Offline? Pass a local folder in the hub's layout instead: --model PATH "
         "(config.json, tokenizer.json and onnx/model.onnx or model.safetensors)."
     )
@@ -52,11 +53,13 @@ def fetch(
     revision: str | None = None,
     snapshot_download: SnapshotDownload | None = None,
     need_weights: bool = False,
+    offline: str | None = None,
 ) -> Source:
     """Resolve `model` to a local folder: an existing directory as is, else a hub snapshot.
 
     From the hub it takes the metadata and the published onnx/model.onnx first; the PyTorch
-    weights are fetched only when the repository publishes no ONNX export.
+    weights are fetched only when the repository publishes no ONNX export. `offline` (a reason,
+    default: `hub.offline_reason()`, asked once) limits the hub to the local cache.
     """
     local = Path(model).expanduser()
     if local.is_dir():
@@ -69,6 +72,10 @@ def fetch(
     download: Any = snapshot_download
     if download is None:
         from huggingface_hub import snapshot_download as download
+
+        from handler.build.hub import offline_reason
+
+        offline = offline_reason()
     from huggingface_hub.errors import (
         HfHubHTTPError,
         LocalEntryNotFoundError,
@@ -77,16 +84,22 @@ def fetch(
     )
 
     patterns = [*METADATA_FILES, ONNX_FILE, *(WEIGHT_FILES if need_weights else [])]
+    cache_only = {"local_files_only": True} if offline else {}
     try:
-        folder = Path(download(model, revision=revision, allow_patterns=patterns))
+        folder = Path(download(model, revision=revision, allow_patterns=patterns, **cache_only))
         if not (folder / ONNX_FILE).is_file() and not need_weights:
             folder = Path(
-                download(model, revision=revision, allow_patterns=[*METADATA_FILES, *WEIGHT_FILES])
+                download(
+                    model,
+                    revision=revision,
+                    allow_patterns=[*METADATA_FILES, *WEIGHT_FILES],
+                    **cache_only,
+                )
             )
     except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
         raise BuildError(f"no model {model!r} at revision {revision or 'main'} on the hub") from exc
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-        raise _offline_error(model, exc) from exc
+        raise _offline_error(model, exc, offline) from exc
     if not (folder / "config.json").is_file():
         raise BuildError(f"{model!r} has no config.json: not a transformers model repository")
     # A snapshot folder is named after the commit it holds: record it, not the branch name.

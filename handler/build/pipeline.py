@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from handler.build import export, manifest, per_token, quantize, verify
+from handler.build import export, manifest, per_token, progress, quantize, verify
 from handler.build.fetch import DEFAULT_MODEL, SnapshotDownload, Source, fetch
 from handler.errors import BuildError
 from handler.evaluate import Labelled, read_labelled
@@ -84,16 +84,22 @@ def model_config(source: Source) -> tuple[ModelConfig, dict[str, Any]]:
 def load_eval(path: Path | None, id2label: dict[int, str], workdir: Path) -> tuple[Labelled, str]:
     if path is not None:
         return read_labelled(path, id2label), str(path)
+    from handler.build.hub import offline_reason
+
+    offline = offline_reason()
     try:
         import pyarrow.parquet as pq
         from huggingface_hub import hf_hub_download
 
-        parquet = hf_hub_download(DEFAULT_EVAL[0], DEFAULT_EVAL[1], repo_type="dataset")
+        parquet = hf_hub_download(
+            DEFAULT_EVAL[0], DEFAULT_EVAL[1], repo_type="dataset", local_files_only=bool(offline)
+        )
         table = pq.read_table(parquet).to_pydict()
     except Exception as exc:  # any failure here means: no default data, ask for a file
+        why = f"{offline}; not in the local cache" if offline else f"{type(exc).__name__}: {exc}"
         raise BuildError(
             "no verification data: pass --eval FILE (text<TAB>label). The default, GLUE SST-2 "
-            f"validation from the hub, could not be read: {type(exc).__name__}: {exc}"
+            f"validation from the hub, could not be read ({why})"
         ) from exc
     tsv = workdir / "sst2-validation.tsv"
     tsv.write_text(
@@ -149,7 +155,11 @@ def build(
 ) -> dict[str, Any]:
     target = quantize.get_target(options.target)
     started = time.perf_counter()
+    # fetch, eval data, fuse, one per recipe (or fp32), verify, write
+    stages = progress.bar(5 + max(1, len(target.recipes)), "build", unit="stage")
+    stages.set_postfix_str("fetch")
     source = fetch(options.model, options.revision, snapshot_download)
+    stages.update()
     config, hf_config = model_config(source)
     config = replace(config, batching="padded")
     out = options.out.resolve()
@@ -162,14 +172,21 @@ def build(
         fp32 = source.onnx_path
         origin = "published onnx/model.onnx"
         if fp32 is None:
+            stages.total += 1
+            stages.set_postfix_str("export from PyTorch weights")
             fp32 = work / "exported.onnx"
             export.export_onnx(source.folder, fp32)
             origin = "exported from PyTorch weights"
+            stages.update()
+        stages.set_postfix_str("verification data")
         data, eval_source = load_eval(options.eval_path, dict(config.id2label), work)
         selection, held_out = verify.split(data)
+        stages.update()
 
+        stages.set_postfix_str("fuse")
         fused = work / "fused.onnx"
         fusions = quantize.fuse_transformer(fp32, fused, hf_config)
+        stages.update()
 
         from tokenizers import Tokenizer
 
@@ -184,16 +201,18 @@ def build(
         # Choose the recipe on the selection split only.
         candidates: dict[str, tuple[Path, Path, dict[str, Any]]] = {}
         selection_figures: dict[str, dict[str, Any]] = {}
-        ref_selection = verify.scores(reference, selection.texts)
+        ref_selection = verify.scores(reference, selection.texts, "fp32 on the selection part")
         for name in target.recipes:
+            stages.set_postfix_str(f"quantise and score recipe {name}")
             candidates[name] = _candidate(fused, work, name, evaluate_exact)
             clf = _classifier(
                 candidates[name][1], tokenizer_file, replace(config, pre_optimized=True), 1
             )
             figures = verify.compare(
-                ref_selection, verify.scores(clf, selection.texts), selection.labels
+                ref_selection, verify.scores(clf, selection.texts, name), selection.labels
             )
             selection_figures[name] = figures
+            stages.update()
         if target.quantize:
             # Mean score difference, not agreement or accuracy: on a few hundred texts those
             # move by whole texts near the boundary; the mean difference weighs every text.
@@ -201,9 +220,11 @@ def build(
             chosen = min(target.recipes, key=lambda n: selection_figures[n]["mean_score_diff"])
             shipped, evaluated, quant = candidates[chosen]
         else:
+            stages.set_postfix_str("optimise fp32")
             quantize.optimize_offline(fused, work / "fp32.onnx")
             chosen, shipped, quant = "fp32", work / "fp32.onnx", {"method": "none"}
             evaluated = shipped
+            stages.update()
         config = replace(config, pre_optimized=True)
         shutil.copyfile(shipped, stage / "model.onnx")
         (stage / RUNTIME_CONFIG).write_text(json.dumps(config.to_json(), indent=2) + "\n")
@@ -213,7 +234,10 @@ def build(
             candidate = Classifier.from_dir(stage, threads=options.threads)
         else:
             candidate = _classifier(evaluated, tokenizer_file, config, options.threads)
+        stages.set_postfix_str(f"verify on {len(held_out.texts)} report texts")
         report = verify.verify(reference, candidate, held_out, options.gate)
+        stages.update()
+        stages.set_postfix_str("write")
         report["eval_source"] = eval_source
         report["selection"] = {
             "n": len(selection.texts),
@@ -262,4 +286,6 @@ def build(
             old = Path(tmp_name) / "previous"
             out.rename(old)
         stage.rename(out)
+    stages.update()
+    stages.close()
     return result

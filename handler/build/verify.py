@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from handler.build import progress
 from handler.errors import GateFailed
 from handler.evaluate import Labelled
 from handler.inference import Classifier
@@ -48,8 +49,19 @@ def split(data: Labelled) -> tuple[Labelled, Labelled]:
     return parts
 
 
-def scores(classifier: Classifier, texts: list[str]) -> np.ndarray[Any, Any]:
-    return classifier.scores(classifier.run(texts), None)
+PROGRESS_CHUNK = 64  # texts per progress step
+
+
+def scores(classifier: Classifier, texts: list[str], desc: str = "scoring") -> np.ndarray[Any, Any]:
+    parts = []
+    with progress.bar(len(texts), desc, unit="text", leave=False) as shown:
+        for start in range(0, len(texts), PROGRESS_CHUNK):
+            chunk = texts[start : start + PROGRESS_CHUNK]
+            parts.append(classifier.scores(classifier.run(chunk), None))
+            shown.update(len(chunk))
+    if not parts:
+        return np.zeros((0, len(classifier.id2label)), dtype=np.float32)
+    return np.concatenate(parts)
 
 
 def compare(
@@ -81,6 +93,7 @@ def batch_invariance(
     alone_scores = candidate.scores_from_logits(alone)
     worst_diff, flips, runs = 0.0, 0, []
     rng = random.Random(0)
+    shown = progress.bar(len(texts) * len(sizes) * 2, "batch invariance", unit="text", leave=False)
     by_length = sorted(range(len(encoded)), key=lambda i: encoded[i].length)
     for size in sizes:
         shuffled = list(range(len(encoded)))
@@ -90,11 +103,13 @@ def batch_invariance(
             for start in range(0, len(order), size):
                 idx = order[start : start + size]
                 logits[idx] = candidate.run_encoded([encoded[i] for i in idx])
+                shown.update(len(idx))
             batched = candidate.scores_from_logits(logits)
             diff = float(np.abs(batched - alone_scores).max())
             flip = int((batched.argmax(1) != alone_scores.argmax(1)).sum())
             runs.append({"batch": size, "order": order_name, "max_score_diff": diff, "flips": flip})
             worst_diff, flips = max(worst_diff, diff), max(flips, flip)
+    shown.close()
     return {
         "n": len(texts),
         "batch_sizes": list(sizes),
@@ -146,7 +161,11 @@ def verify(
     reference: Classifier, candidate: Classifier, data: Labelled, gate: Gate
 ) -> dict[str, Any]:
     """Figures of the candidate against the reference; `failed` names every measure that failed."""
-    report = compare(scores(reference, data.texts), scores(candidate, data.texts), data.labels)
+    report = compare(
+        scores(reference, data.texts, "fp32 reference"),
+        scores(candidate, data.texts, "int8 candidate"),
+        data.labels,
+    )
     report["batch_invariance"] = batch_invariance(candidate, data.texts)
     report["throughput"] = throughput(candidate, data.texts)
     report["gate"] = gate_figures(gate)

@@ -13,7 +13,6 @@ from urllib.parse import quote_plus
 
 import pytest
 from moto import mock_aws
-from moto.server import ThreadedMotoServer
 
 from handler.adapters.local import LocalContext
 from handler.adapters.s3_store import S3Store, make_client
@@ -35,15 +34,6 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-
-
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture(params=["in-process", "server"])

@@ -142,8 +142,6 @@ def test_invoke_cli_runs_an_event_file(tiny_model: Path) -> None:
         check=True,
         env={"MODEL_DIR": str(tiny_model), "PATH": ""},
     )
-    response = json.loads(
-        out.stdout[out.stdout.index("\n{\n") + 1 :] if "\n{\n" in out.stdout else out.stdout
-    )
+    response = json.loads(out.stdout)  # stdout is the response only: metrics go to stderr
     assert response["statusCode"] == 200
     assert [d["label"] for d in json.loads(response["body"])] == ["POSITIVE", "NEGATIVE"]
