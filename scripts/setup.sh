@@ -1,33 +1,68 @@
 #!/usr/bin/env bash
-# Creates .venv (once) and installs the project with everything the demo and the tests use.
-# Says what each step does; a first run takes 1-3 minutes (torch 2.13.0 CPU is the largest part),
-# later runs return at once (a stamp keyed on pyproject.toml).
+# Creates .venv (once) and installs the project with everything the demo and the tests use, and
+# .venv-lambda: the function's runtime as Lambda's image has it (Python 3.12 where this machine
+# has it, the pinned runtime dependencies, awslambdaric), for the tests and benchmarks that run
+# the function under awslambdaric. Says what each step does; a first run takes 1-3 minutes
+# (torch 2.13.0 CPU is the largest part); later runs return at once (stamps keyed on the
+# requirement files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
+LAMBDA_VENV="${LAMBDA_VENV:-$VENV-lambda}"
 PYTHON="${PYTHON:-python3}"
-stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
-if [ -f "$stamp" ]; then
-  echo "== setup: $VENV is up to date"
-  exit 0
-fi
+AWSLAMBDARIC="awslambdaric==4.2.2"
 started=$SECONDS
 step() { echo "== setup [$((SECONDS - started))s]: $*"; }
-step "first run: installing into $VENV, 1-3 minutes (pip runs quietly; nothing is wrong)"
-if [ ! -x "$VENV/bin/python" ]; then
-  step "creating $VENV with $("$PYTHON" --version 2>&1)"
-  "$PYTHON" -m venv "$VENV"
+
+stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ -f "$stamp" ]; then
+  step "$VENV is up to date"
+else
+  step "first run: installing into $VENV, 1-3 minutes (pip runs quietly; nothing is wrong)"
+  if [ ! -x "$VENV/bin/python" ]; then
+    step "creating $VENV with $("$PYTHON" --version 2>&1)"
+    "$PYTHON" -m venv "$VENV"
+  fi
+  step "upgrading pip"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  # torch is optional (export of repositories without onnx/model.onnx, and the contract tests).
+  # Pinned: an unpinned torch resolves to a multi-GB CUDA build. WITH_TORCH=0 skips it.
+  extras="build,serve,dev"
+  if [ "${WITH_TORCH:-1}" = "1" ]; then
+    step "installing torch 2.13.0 (CPU build; the export path and contract tests; WITH_TORCH=0 skips it)"
+    "$VENV/bin/python" -m pip install --quiet "torch==2.13.0" && extras="$extras,torch"
+  fi
+  step "installing the project and its extras ($extras): onnxruntime, tokenizers, fastapi, moto, ..."
+  "$VENV/bin/python" -m pip install --quiet -e ".[$extras]"
+  touch "$stamp"
 fi
-step "upgrading pip"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-# torch is optional (export of repositories without onnx/model.onnx, and the contract tests).
-# Pinned: an unpinned torch resolves to a multi-GB CUDA build. WITH_TORCH=0 skips it.
-extras="build,serve,dev"
-if [ "${WITH_TORCH:-1}" = "1" ]; then
-  step "installing torch 2.13.0 (CPU build; the export path and contract tests; WITH_TORCH=0 skips it)"
-  "$VENV/bin/python" -m pip install --quiet "torch==2.13.0" && extras="$extras,torch"
+
+# The image's Python: python3.12 if it runs, else a pyenv 3.12, else $PYTHON.
+lambda_python() {
+  if python3.12 -c "" >/dev/null 2>&1; then command -v python3.12; return; fi
+  if command -v pyenv >/dev/null 2>&1; then
+    local v
+    v="$(pyenv versions --bare 2>/dev/null | grep -E '^3\.12(\.[0-9]+)?$' | tail -1 || true)"
+    if [ -n "$v" ] && [ -x "$(pyenv root)/versions/$v/bin/python3.12" ]; then
+      echo "$(pyenv root)/versions/$v/bin/python3.12"
+      return
+    fi
+  fi
+  command -v "$PYTHON"
+}
+lambda_stamp="$LAMBDA_VENV/.installed-$(cat layers/requirements.txt layers/requirements-nodeps.txt \
+  scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ -f "$lambda_stamp" ]; then
+  step "$LAMBDA_VENV is up to date"
+else
+  py="$(lambda_python)"
+  step "creating $LAMBDA_VENV ($("$py" --version 2>&1), the function's runtime: pinned runtime dependencies + $AWSLAMBDARIC, ~40 s)"
+  rm -rf "$LAMBDA_VENV"
+  "$py" -m venv "$LAMBDA_VENV"
+  "$LAMBDA_VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$LAMBDA_VENV/bin/python" -m pip install --quiet -r layers/requirements.txt "$AWSLAMBDARIC" \
+    "boto3==$(grep -o 'boto3==[0-9.]*' infra/Dockerfile | cut -d= -f3)"
+  "$LAMBDA_VENV/bin/python" -m pip install --quiet --no-deps -r layers/requirements-nodeps.txt
+  touch "$lambda_stamp"
 fi
-step "installing the project and its extras ($extras): onnxruntime, tokenizers, fastapi, moto, ..."
-"$VENV/bin/python" -m pip install --quiet -e ".[$extras]"
-touch "$stamp"
 step "done"

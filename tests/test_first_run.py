@@ -139,7 +139,7 @@ def test_current_objects_rewrites_every_wrapping() -> None:
     sqs = current_objects(json.loads((EVENTS / "sqs-s3.json").read_text()), head)
     body = json.loads(sqs["Records"][0]["body"])
     assert body["Records"][0]["s3"]["object"]["eTag"] == "abc"
-    assert heads[-1] == ("classifier-input", "incoming/batch 1.csv")  # '+' is a space
+    assert heads[-1] == ("classifier-input", "incoming/my reviews été.jsonl")  # URL-decoded
     sns = current_objects(json.loads((EVENTS / "sns-s3.json").read_text()), head)
     msg = json.loads(sns["Records"][0]["Sns"]["Message"])
     assert msg["Records"][0]["s3"]["object"]["eTag"] == "abc"

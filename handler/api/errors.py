@@ -88,8 +88,8 @@ def _base_path_hint(app: FastAPI, path: str) -> str:
     function with the prefix in the path; say so when stripping one would find a route."""
     for route in app.routes:
         route_path = getattr(route, "path", "")
-        if route_path not in ("", "/") and path.endswith(route_path) and path != route_path:
-            prefix = path[: -len(route_path)]
+        prefix = path[: -len(route_path)] if route_path not in ("", "/") else ""
+        if path.endswith(route_path) and prefix.strip("/"):
             return (
                 f". Behind a custom domain with a base path mapping? Set API_BASE_PATH={prefix} "
                 f"and {path} is served as {route_path}"

@@ -82,7 +82,7 @@ def test_logs_carry_request_id_and_cold_start_but_never_text(
     handler = make_handler(tiny_model)
     event = load_event("apigw-rest-classify.json")
     secret = "a very secret review text"
-    event["body"] = json.dumps({"inputs": secret})
+    event["body"], event["isBase64Encoded"] = json.dumps({"inputs": secret}), False
     stream = io.StringIO()
     previous = logger.registered_handler.setStream(stream)  # type: ignore[attr-defined]
     logger.setLevel("DEBUG")

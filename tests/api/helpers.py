@@ -37,7 +37,7 @@ def http_event(
     elif b64:
         event["body"], event["isBase64Encoded"] = base64.b64encode(data).decode(), True
     else:
-        event["body"] = data.decode("utf-8")
+        event["body"], event["isBase64Encoded"] = data.decode("utf-8"), False
     return event
 
 

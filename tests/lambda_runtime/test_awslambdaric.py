@@ -1,0 +1,182 @@
+"""The function as Lambda runs it: `python -m awslambdaric handler.lambda_handler` (the image's
+CMD) against a Runtime API emulator on 127.0.0.1, on the image's Python (3.12) where the machine
+has it (scripts/setup.sh makes that environment; LAMBDA_PYTHON names its interpreter)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from handler.adapters.runtime_api import FUNCTION_ARN, RuntimeAPI
+from tests.conftest import load_event
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _lambda_python() -> str | None:
+    named = os.environ.get("LAMBDA_PYTHON")
+    candidates = [named] if named else []
+    candidates += [str(ROOT / ".venv-lambda" / "bin" / "python"), sys.executable]
+    for python in candidates:
+        if python and Path(python).exists():
+            probe = subprocess.run(
+                [python, "-c", "import awslambdaric"], capture_output=True, timeout=60
+            )
+            if probe.returncode == 0:
+                return python
+    return None
+
+
+LAMBDA_PYTHON = _lambda_python()
+pytestmark = pytest.mark.skipif(
+    LAMBDA_PYTHON is None,
+    reason="no interpreter with awslambdaric (scripts/setup.sh makes one; or set LAMBDA_PYTHON)",
+)
+
+
+@dataclass
+class Runtime:
+    api: RuntimeAPI
+    process: subprocess.Popen[bytes]
+
+    def invoke(self, event: Any, time_left_s: float = 900.0, timeout: float = 60.0) -> Any:
+        outcome = self.api.result(self.api.submit(event, time_left_s), timeout)
+        assert outcome.kind == "response", outcome
+        return outcome.body
+
+
+def start(model_dir: Path, self_invoke: bool = False, **env: str) -> Runtime:
+    """awslambdaric against a fresh emulator. With self_invoke, the function's Lambda client
+    (AWS_ENDPOINT_URL_LAMBDA) talks to the same emulator, which records Invoke API calls."""
+    api = RuntimeAPI().start()
+    if self_invoke:
+        env["AWS_ENDPOINT_URL_LAMBDA"] = f"http://{api.address}"
+    assert LAMBDA_PYTHON is not None
+    process = subprocess.Popen(
+        [LAMBDA_PYTHON, "-m", "awslambdaric", "handler.lambda_handler"],
+        cwd=ROOT,
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": str(ROOT),
+            "AWS_LAMBDA_RUNTIME_API": api.address,
+            "LAMBDA_TASK_ROOT": str(ROOT),
+            "AWS_LAMBDA_FUNCTION_NAME": "text-classifier",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "MODEL_DIR": str(model_dir),
+            **env,
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return Runtime(api, process)
+
+
+@pytest.fixture
+def runtime(tiny_model: Path) -> Iterator[Runtime]:
+    rt = start(tiny_model)
+    try:
+        yield rt
+    finally:
+        rt.process.kill()
+        rt.process.wait(timeout=10)
+        rt.api.stop()
+
+
+def test_http_event_gets_a_response_and_the_environment_stays_warm(runtime: Runtime) -> None:
+    runtime.api.first_next(timeout=60)
+    for _ in range(2):
+        response = runtime.invoke(load_event("apigw-http-classify.json"))
+        assert response["statusCode"] == 200
+        labels = [d["label"] for d in json.loads(response["body"])]
+        assert sorted(labels) == ["NEGATIVE", "POSITIVE"]
+    warm = runtime.invoke({"warmup": True})
+    assert warm["warm"] is True and warm["load_seconds"] > 0
+
+
+def test_function_error_goes_to_the_error_route_and_the_next_call_works(
+    runtime: Runtime,
+) -> None:
+    outcome = runtime.api.result(runtime.api.submit({"foo": 1}), timeout=60)
+    assert outcome.kind == "error"
+    assert outcome.body["errorType"] == "UnsupportedEvent"
+    assert "unsupported event with keys [foo]" in outcome.body["errorMessage"]
+    assert runtime.invoke(load_event("apigw-http-classify.json"))["statusCode"] == 200
+
+
+def test_a_bad_model_dir_is_an_init_error_naming_it(tmp_path: Path) -> None:
+    rt = start(tmp_path / "no-model")
+    try:
+        error = rt.api.init_error(timeout=60)
+        assert error["errorType"] == "ArtifactError"
+        assert "MODEL_DIR" in error["errorMessage"] and "no-model" in error["errorMessage"]
+        assert rt.process.wait(timeout=30) != 0
+        assert not rt.api.next_calls  # never asked for an event
+    finally:
+        rt.process.kill()
+        rt.api.stop()
+
+
+def test_the_deadline_header_is_the_batch_paths_time_budget(
+    tiny_model: Path, moto_server: str
+) -> None:
+    """Lambda-Runtime-Deadline-Ms -> context.get_remaining_time_in_millis -> the job's checkpoint.
+    With 30 s left and a 60 s margin the job hands over after its first chunk, invoking its own
+    ARN asynchronously with a continuation (observed through the emulator's Invoke API); with
+    900 s left the same object completes in one invocation."""
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_server,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    for bucket in ("ric-in", "ric-out"):
+        s3.create_bucket(Bucket=bucket)
+    texts = "".join(("great fun\n" if i % 2 else "awful plot\n") for i in range(40))
+    s3.put_object(Bucket="ric-in", Key="texts.txt", Body=texts.encode())
+    etag = s3.head_object(Bucket="ric-in", Key="texts.txt")["ETag"].strip('"')
+    event = load_event("s3-put.json")
+    rec = event["Records"][0]["s3"]
+    rec["bucket"]["name"], rec["object"]["key"], rec["object"]["eTag"] = "ric-in", "texts.txt", etag
+    rt = start(
+        tiny_model,
+        self_invoke=True,
+        AWS_ENDPOINT_URL_S3=moto_server,
+        INPUT_BUCKET="ric-in",
+        OUTPUT_BUCKET="ric-out",
+        BATCH_CHUNK_SIZE="4",
+        BATCH_TIME_MARGIN_MS="60000",
+    )
+    try:
+        handed = rt.invoke(event, time_left_s=30)
+        assert handed["results"][0] == {"status": "continued", "records_done": 4}
+        invoke = rt.api.invokes[0]
+        assert invoke["function"] == FUNCTION_ARN and invoke["type"] == "Event"
+        continuation = invoke["payload"]
+        assert continuation["continuation"]["progress"]["records"] == 4
+        done = rt.invoke(continuation, time_left_s=900)
+        assert done["status"] == "done" and done["records"] == 40
+        lines = s3.get_object(Bucket="ric-out", Key="texts.txt.predictions.jsonl")["Body"]
+        records = [json.loads(line)["record"] for line in lines.read().splitlines()]
+        assert records == list(range(1, 41))
+        s3.delete_object(Bucket="ric-out", Key="texts.txt.summary.json")
+        again = rt.invoke(event, time_left_s=900)
+        assert again["results"][0]["status"] == "done"
+        assert len(rt.api.invokes) == 1  # plenty of time: no hand-over
+    finally:
+        rt.process.kill()
+        rt.process.wait(timeout=10)
+        rt.api.stop()
