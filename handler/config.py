@@ -15,6 +15,8 @@ from handler.errors import ConfigError
 # infra/Dockerfile and scripts/build_layer.sh put it), elsewhere `./build/model` (what
 # `python -m handler build` and scripts/demo.sh write).
 LOCAL_MODEL_DIR = "build/model"
+# What a function imports and serves (FUNCTION_ROLE): see handler/function.py.
+ROLES = ("all", "api", "batch")
 BUILD_COMMAND = "python -m handler build --model MODEL --eval labelled.tsv --out build/model"
 # Lambda allocates CPU in proportion to memory: 1,769 MB buys one full vCPU, 10,240 MB six.
 # https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html
@@ -97,6 +99,7 @@ class Settings:
     model_dir: Path
     num_threads: int
     model_dir_origin: str = "MODEL_DIR"
+    role: str = "all"
     max_texts: int = 64
     max_text_chars: int = 20_000
     max_body_bytes: int = 1_048_576
@@ -120,7 +123,11 @@ class Settings:
         if min_score is not None and not 0.0 <= min_score <= 1.0:
             raise ConfigError(f"MIN_SCORE must be between 0 and 1, got {min_score}")
         model_dir, model_dir_origin = default_model_dir(env)
+        role = (env.get("FUNCTION_ROLE") or "all").strip().lower()
+        if role not in ROLES:
+            raise ConfigError(f"FUNCTION_ROLE must be one of {', '.join(ROLES)}, got {role!r}")
         settings = cls(
+            role=role,
             model_dir=model_dir,
             model_dir_origin=model_dir_origin,
             num_threads=threads or threads_for(memory_mb, _available_cpus()),

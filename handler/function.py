@@ -1,43 +1,59 @@
-"""Function: routes any supported event to its adapter; everything heavy is built once."""
+"""Function: routes any supported event to its adapter; everything heavy is built once.
+
+A function's role (FUNCTION_ROLE) decides what it imports and builds at init: `api` the HTTP
+stack (FastAPI, Mangum) and nothing of S3; `batch` the S3 path and none of the HTTP stack;
+`all` (the default, e.g. for local tools) both. An event for the other role is refused with an
+error that names the role.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handler.adapters import router
-from handler.adapters.apigw import create_http_handler
-from handler.adapters.s3_batch import BatchAdapter
-from handler.adapters.s3_store import S3Store, invoke_self
-from handler.batch.job import Store
-from handler.config import Settings, get_settings
+from handler.config import ROLES, Settings, get_settings
+from handler.errors import UnsupportedEvent
 from handler.observability import logger, metrics
 from handler.runtime import LoadedModel, model_for
 
+if TYPE_CHECKING:
+    from handler.batch.job import Store
+
 Handler = Callable[[dict[str, Any], Any], Any]
+BATCH_KINDS = (router.S3, router.SQS, router.SNS, router.EVENTBRIDGE, router.CONTINUATION)
 
 
 class Function:
-    """Everything heavy, built once: model, app, Mangum instance, S3 client."""
+    """Everything heavy, built once: model, and the role's app (Mangum) or batch adapter."""
 
     def __init__(self, settings: Settings, model: LoadedModel, store: Store | None = None) -> None:
         self.settings = settings
         self.model = model
-        self.http = create_http_handler(settings, model)
-        store = store or S3Store()
-        if settings.output_bucket and isinstance(store, S3Store):
-            store.client  # noqa: B018  the batch function builds its S3 client in the init phase
-        self.batch = BatchAdapter(settings, model, store, invoke_self)
-        self.routes: dict[str, Handler] = {
-            router.HTTP: self.http,
-            router.S3: self.batch.handle_s3,
-            router.SQS: self.batch.handle_sqs,
-            router.SNS: self.batch.handle_sns,
-            router.EVENTBRIDGE: self.batch.handle_eventbridge,
-            router.CONTINUATION: self.batch.handle_continuation,
-            router.WARMUP: self.warmup,
-        }
+        self.role = settings.role
+        self.routes: dict[str, Handler] = {router.WARMUP: self.warmup}
+        if self.role in ("api", "all"):
+            from handler.adapters.apigw import create_http_handler
+
+            self.http = create_http_handler(settings, model)
+            self.routes[router.HTTP] = self.http
+        if self.role in ("batch", "all"):
+            from handler.adapters.s3_batch import BatchAdapter
+            from handler.adapters.s3_store import S3Store, invoke_self
+
+            # The S3 client (boto3, ~0.2 s to import) is made on the first S3 event, not at init.
+            self.batch = BatchAdapter(settings, model, store or S3Store(), invoke_self)
+            self.routes.update(
+                {
+                    router.S3: self.batch.handle_s3,
+                    router.SQS: self.batch.handle_sqs,
+                    router.SNS: self.batch.handle_sns,
+                    router.EVENTBRIDGE: self.batch.handle_eventbridge,
+                    router.CONTINUATION: self.batch.handle_continuation,
+                }
+            )
+        assert self.role in ROLES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Function:
@@ -56,7 +72,15 @@ class Function:
         }
 
     def __call__(self, event: dict[str, Any], context: Any) -> Any:
-        return self.routes[router.kind_of(event)](event, context)
+        kind = router.kind_of(event)
+        route = self.routes.get(kind)
+        if route is None:
+            other = "the batch function" if kind in BATCH_KINDS else "the API function"
+            raise UnsupportedEvent(
+                f"a {kind} event reached a function whose role is {self.role!r} "
+                f"(FUNCTION_ROLE): send it to {other}, or use FUNCTION_ROLE=all"
+            )
+        return route(event, context)
 
 
 def make_lambda_handler(function: Function) -> Handler:

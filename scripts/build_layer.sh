@@ -5,6 +5,12 @@
 #
 #   scripts/build_layer.sh [x86_64|arm64]
 #   env: PYVER=3.12  MODEL_DIR=build/model  LAYER_OUT=layers/build  PIP="python3 -m pip"
+#        BYTECODE_PYTHON=<a python$PYVER> (default: python$PYVER, a pyenv $PYVER, .venv-lambda)
+#
+# Both folders ship bytecode for the runtime's Python, compiled with hash-based invalidation
+# (unchecked-hash: no source timestamp is read, so zip and layer file times do not matter):
+# Lambda's /opt and /var/task are read-only, and without bytecode every cold start compiles
+# fastapi, pydantic, starlette, powertools and numpy's Python from source.
 #
 # Fails when the unzipped layer plus function passes Lambda's 250 MB limit; prints sizes.
 set -euo pipefail
@@ -42,7 +48,31 @@ find "$OUT/layer/python" -name "__pycache__" -type d -prune -exec rm -rf {} +
 
 cp -r handler "$OUT/function/handler"
 rm -rf "$OUT/function/handler/build"  # build-time code stays out of the function
+# The local runtime emulator and event runner are for development, not for Lambda.
+rm -f "$OUT/function/handler/adapters/runtime_api.py"
 find "$OUT/function" -name "__pycache__" -type d -prune -exec rm -rf {} +
+
+# Bytecode for the runtime's Python (pip compiled nothing: --no-compile, and it would have used
+# this machine's Python).
+bytecode_python() {
+  if [ -n "${BYTECODE_PYTHON:-}" ]; then echo "$BYTECODE_PYTHON"; return; fi
+  if "python$PYVER" -c "" >/dev/null 2>&1; then command -v "python$PYVER"; return; fi
+  if command -v pyenv >/dev/null 2>&1; then
+    local v
+    v="$(pyenv versions --bare 2>/dev/null | grep -E "^${PYVER//./\\.}(\.[0-9]+)?\$" | tail -1 || true)"
+    if [ -n "$v" ] && [ -x "$(pyenv root)/versions/$v/bin/python$PYVER" ]; then
+      echo "$(pyenv root)/versions/$v/bin/python$PYVER"; return
+    fi
+  fi
+  if [ -x ".venv-lambda/bin/python" ]; then echo ".venv-lambda/bin/python"; return; fi
+}
+BC_PY="$(bytecode_python || true)"
+if [ -n "$BC_PY" ] && [ "$("$BC_PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$PYVER" ]; then
+  "$BC_PY" -m compileall -q -j 0 --invalidation-mode unchecked-hash "$OUT/layer/python" "$OUT/function" >/dev/null
+  echo "bytecode: compiled for Python $PYVER (unchecked-hash)"
+else
+  echo "warning: no Python $PYVER to compile bytecode with (set BYTECODE_PYTHON): the layer ships source only, and every cold start compiles it" >&2
+fi
 if [ -f "$MODEL_DIR/manifest.json" ]; then
   cp -r "$MODEL_DIR" "$OUT/function/model"
 else

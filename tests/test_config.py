@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from handler.config import Settings, threads_for
@@ -77,3 +79,32 @@ def test_safe_configurations_are_accepted(env: dict[str, str]) -> None:
     s = Settings.from_env(env)
     assert s.output_could_trigger(s.output_bucket or "", s.output_prefix + "x.jsonl")
     assert not s.output_could_trigger("elsewhere", "x.jsonl")
+
+
+def test_function_role_is_checked() -> None:
+    from handler.config import Settings
+    from handler.errors import ConfigError
+
+    assert Settings.from_env({}).role == "all"
+    assert Settings.from_env({"FUNCTION_ROLE": "Batch"}).role == "batch"
+    with pytest.raises(ConfigError, match="FUNCTION_ROLE must be one of all, api, batch"):
+        Settings.from_env({"FUNCTION_ROLE": "worker"})
+
+
+def test_an_event_for_the_other_role_names_the_role(tiny_model: Path) -> None:
+    from handler.adapters.local import LocalContext
+    from handler.config import Settings
+    from handler.errors import UnsupportedEvent
+    from handler.function import Function
+    from handler.runtime import get_model
+    from tests.conftest import load_event
+
+    model = get_model(tiny_model, 1)
+    batch = Function(Settings(model_dir=tiny_model, num_threads=1, role="batch"), model)
+    with pytest.raises(UnsupportedEvent, match=r"role is 'batch'.*the API function"):
+        batch(load_event("apigw-http-classify.json"), LocalContext())
+    api = Function(Settings(model_dir=tiny_model, num_threads=1, role="api"), model)
+    with pytest.raises(UnsupportedEvent, match=r"role is 'api'.*the batch function"):
+        api(load_event("s3-put.json"), LocalContext())
+    assert api({"warmup": True}, LocalContext())["warm"] is True
+    assert batch({"warmup": True}, LocalContext())["warm"] is True

@@ -224,6 +224,7 @@ def serve_through_lambda(handler: Any, host: str, port: int) -> Any:
 
     class Gateway(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are separate writes
 
         def _handle(self) -> None:
             length = int(self.headers.get("content-length") or 0)

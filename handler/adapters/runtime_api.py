@@ -11,6 +11,7 @@ https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
@@ -68,6 +69,13 @@ class RuntimeAPI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes: with Nagle's algorithm on, the
+            # client's delayed ACK holds the body back ~40 ms per response.
+            disable_nagle_algorithm = True
+
+            def handle(self) -> None:
+                with contextlib.suppress(ConnectionError):  # the runtime stopped mid-poll
+                    super().handle()
 
             def _body(self) -> bytes:
                 length = int(self.headers.get("content-length") or 0)

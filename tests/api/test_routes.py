@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +143,26 @@ def test_openapi_and_unknown_route(handler: Any) -> None:
     assert {"top_k", "function_to_apply", "min_score"} <= set(
         schema["components"]["schemas"][params_ref]["properties"]
     )
-    assert {"/health", "/model"} <= set(schema["paths"])
+    assert {"/health", "/model", "/"} <= set(schema["paths"])
+    health = schema["paths"]["/health"]["get"]["responses"]["200"]["content"]
+    health_schema = schema["components"]["schemas"]["Health"]
+    assert health["application/json"]["schema"]["$ref"].endswith("/Health")
+    assert {"status", "loaded", "model_id", "manifest_sha256"} <= set(health_schema["properties"])
     status, body, _ = call(handler, http_event(path="/nope", method="GET"))
     assert status == 404 and body["error"]
     status, _, _ = call(handler, http_event(path="/classify", method="GET"))
     assert status == 405
+
+
+def test_building_the_app_does_not_import_pydantic_v1(tiny_model: Path) -> None:
+    """FastAPI imports pydantic.v1 (~75 ms of a cold start) when a route has a response model;
+    the app's routes declare none, so an API function's init never pays for it."""
+    script = (
+        "import sys; from handler.function import Function; from handler.config import Settings;"
+        "from handler.runtime import get_model; from pathlib import Path;"
+        f"m = Path({str(tiny_model)!r}); Function(Settings(model_dir=m, num_threads=1, "
+        "role='api'), get_model(m, 1));"
+        "print('pydantic.v1' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

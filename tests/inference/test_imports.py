@@ -52,3 +52,39 @@ def test_runtime_path_loads_no_build_time_library(tiny_model: Path) -> None:
         env={"MODEL_DIR": str(tiny_model), "PATH": ""},
     )
     assert out.stdout.strip() == ""
+
+
+ROLE_CODE = (
+    "import sys, json, handler.entry;"
+    "mods=('fastapi','starlette','mangum','pydantic','boto3','botocore','handler.api',"
+    "'handler.adapters.s3_batch','handler.batch.job');"
+    "print(json.dumps({m: m in sys.modules for m in mods}))"
+)
+
+
+def _loaded(tiny_model: Path, role: str) -> dict[str, bool]:
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-c", ROLE_CODE],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"MODEL_DIR": str(tiny_model), "PATH": "", "FUNCTION_ROLE": role},
+    )
+    loaded: dict[str, bool] = json.loads(out.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def test_each_role_imports_only_what_its_events_need(tiny_model: Path) -> None:
+    batch = _loaded(tiny_model, "batch")
+    assert not any(batch[m] for m in ("fastapi", "starlette", "mangum", "pydantic", "handler.api"))
+    assert batch["handler.adapters.s3_batch"] and batch["handler.batch.job"]
+    assert not batch["boto3"]  # the S3 client is made on the first S3 event
+    api = _loaded(tiny_model, "api")
+    assert api["fastapi"] and api["mangum"] and api["handler.api"]
+    # (botocore's package module is imported by Powertools to tag its user agent: ~1 ms.)
+    assert not any(api[m] for m in ("boto3", "handler.adapters.s3_batch"))
+    assert not api["handler.batch.job"]
+    both = _loaded(tiny_model, "all")
+    assert both["fastapi"] and both["handler.adapters.s3_batch"]

@@ -24,9 +24,48 @@ ROOT = Path(__file__).resolve().parents[2]
 ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}.get(platform.machine(), "x86_64")
 
 
+def _python(pyver: str) -> str | None:
+    """An interpreter of version `pyver` to compile the layer's bytecode with, if there is one."""
+    for python in (sys.executable, os.environ.get("LAMBDA_PYTHON")):
+        if python and Path(python).exists():
+            out = subprocess.run(
+                [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                capture_output=True,
+                text=True,
+            )
+            if out.stdout.strip() == pyver:
+                return python
+    return None
+
+
+def assert_bytecode_for_every_module(folder: Path, python: str) -> int:
+    """Every .py has its __pycache__ twin for `python`, hash-based and unchecked (PEP 552 flags
+    = 0b01), so nothing is compiled at a cold start and file times do not matter."""
+    tag = subprocess.run(
+        [python, "-c", "import sys; print(sys.implementation.cache_tag)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    missing, checked, count = [], [], 0
+    for source in folder.rglob("*.py"):
+        pyc = source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
+        count += 1
+        if not pyc.is_file():
+            missing.append(str(source.relative_to(folder)))
+            continue
+        flags = int.from_bytes(pyc.read_bytes()[4:8], "little")
+        if flags != 0b01:
+            checked.append(f"{source.relative_to(folder)}: flags {flags:#b}")
+    assert missing == [], f"{len(missing)} of {count} modules without bytecode: {missing[:10]}"
+    assert checked == [], checked[:10]
+    return count
+
+
 def _build(out: Path, arch: str, pyver: str, model: Path) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
+        "BYTECODE_PYTHON": _python(pyver) or "",
         "PYVER": pyver,
         "MODEL_DIR": str(model),
         "LAYER_OUT": str(out),
@@ -53,6 +92,11 @@ def test_layer_for_this_python_imports_the_handler_in_a_clean_interpreter(
     assert (built / "layer.zip").stat().st_size > 0
     layer, function = built / "layer" / "python", built / "function"
     assert not (layer / "huggingface_hub").exists() and not (layer / "torch").exists()
+    assert not (function / "handler" / "build").exists()
+    assert not (function / "handler" / "adapters" / "runtime_api.py").exists()
+    assert "bytecode: compiled for Python" in proc.stdout
+    assert assert_bytecode_for_every_module(layer, sys.executable) > 1000
+    assert assert_bytecode_for_every_module(function, sys.executable) > 20
     # boto3 is provided by the Lambda runtime, not the layer: stand it in from a separate folder.
     runtime = tmp_path / "runtime-provided"
     subprocess.run(
@@ -93,6 +137,11 @@ def test_python312_layer_builds_within_the_size_limit(
     proc = _build(tmp_path, arch, "3.12", tiny_model)
     assert proc.returncode == 0, proc.stderr
     assert f"layer ({arch}, python 3.12)" in proc.stdout
+    python312 = _python("3.12")
+    if python312 is not None:  # bytecode for the runtime's Python, where this machine has it
+        built = tmp_path / f"{arch}-py3.12"
+        assert_bytecode_for_every_module(built / "layer" / "python", python312)
+        assert_bytecode_for_every_module(built / "function", python312)
     libs = list(
         (tmp_path / f"{arch}-py3.12" / "layer" / "python" / "onnxruntime" / "capi").glob("*.so")
     )

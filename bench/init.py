@@ -1,0 +1,216 @@
+"""Cold start as Lambda bills it: the init phase, process start to the runtime's first GET /next,
+under awslambdaric on the runtime's Python (3.12), with nothing writable for bytecode.
+
+    python bench/init.py [--repeats 5] [--out bench-results/init] [--python .venv-lambda/bin/python]
+
+Layouts, from scripts/build_layer.sh (x86_64, the runtime's Python):
+  zip + layer   PYTHONPATH = function/ : layer/python/ : runtime/ (Lambda: /var/task, /opt/python,
+                /var/runtime), bytecode as the script ships it (unchecked-hash)
+  zip, source   the same folders without any __pycache__ (what the layer shipped before)
+  image         one folder (layer + function, as the Dockerfile's pip --target and COPY make it),
+                bytecode as the Dockerfile compiles it
+runtime/ holds what Lambda's runtime provides (awslambdaric, boto3), pip-installed for 3.12.
+Roles: FUNCTION_ROLE=api and =batch. Models: the stand-in and DistilBERT-base size (random
+weights, from bench/run.py's prepare()). Beside each: the in-process figure (`import
+handler.entry` timed inside the same interpreter, what the README reported before) and the first
+and second request's latency after init (is priming worth it?). Median of --repeats fresh
+processes; PYTHONDONTWRITEBYTECODE=1 stands in for Lambda's read-only /var/task and /opt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.run import prepare  # noqa: E402
+from handler.adapters.runtime_api import RuntimeAPI  # noqa: E402
+
+AWSLAMBDARIC = "awslambdaric==4.2.2"
+BOTO3 = "boto3==1.44.8"
+HTTP_EVENT = json.loads((ROOT / "tests/events/apigw-http-classify.json").read_text())
+
+
+def sh(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, check=True, text=True, capture_output=True, **kw)
+
+
+def layouts(out: Path, python: str) -> dict[str, list[Path]]:
+    """Build the layer and function folders (once) and the layouts; returns PYTHONPATH parts."""
+    pyver = sh(python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])").stdout.strip()
+    built = out / f"x86_64-py{pyver}"
+    sh(
+        str(ROOT / "scripts/build_layer.sh"),
+        "x86_64",
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "PYVER": pyver,
+            "LAYER_OUT": str(out),
+            "BYTECODE_PYTHON": python,
+            "MODEL_DIR": str(out / "no-model"),  # models are passed by MODEL_DIR below
+            "PIP": f"{sys.executable} -m pip",
+        },
+    )
+    runtime = out / "runtime"
+    if not (runtime / "awslambdaric").is_dir():
+        sh(python, "-m", "pip", "install", "--quiet", "--target", str(runtime), AWSLAMBDARIC, BOTO3)
+    source = out / "zip-source"
+    shutil.rmtree(source, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(built / "function", source / "function", ignore=ignore)
+    shutil.copytree(built / "layer" / "python", source / "layer", ignore=ignore)
+    image = out / "image-task"
+    shutil.rmtree(image, ignore_errors=True)
+    shutil.copytree(built / "layer" / "python", image)
+    shutil.copytree(built / "function", image, dirs_exist_ok=True)
+    return {
+        "zip + layer": [built / "function", built / "layer" / "python", runtime],
+        "zip, source only": [source / "function", source / "layer", runtime],
+        "image": [image, runtime],
+    }
+
+
+def one_start(
+    python: str, path: list[Path], model: Path, role: str, prime: bool = False
+) -> dict[str, float]:
+    """Init, then two requests (HTTP for the API role, warm-up for batch). With prime, a
+    {"warmup": true} event first (what provisioned concurrency or a schedule would send)."""
+    api = RuntimeAPI().start()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": os.pathsep.join(map(str, path)),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "AWS_LAMBDA_RUNTIME_API": api.address,
+        "LAMBDA_TASK_ROOT": str(path[0]),
+        "AWS_LAMBDA_FUNCTION_NAME": "text-classifier",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769",  # one vCPU: one inference thread
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "MODEL_DIR": str(model),
+        "FUNCTION_ROLE": role,
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "OUTPUT_BUCKET": "bench-output",
+        "OUTPUT_PREFIX": "predictions/",
+    }
+    start = time.time()
+    proc = subprocess.Popen(
+        # -S: no site-packages; everything comes from the layout's folders, as on Lambda.
+        [python, "-S", "-m", "awslambdaric", "handler.lambda_handler"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        init = api.first_next(timeout=120) - start
+        if prime:
+            assert api.result(api.submit({"warmup": True}), timeout=120).kind == "response"
+        event = HTTP_EVENT if role == "api" else {"warmup": True}
+        latencies = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            outcome = api.result(api.submit(event), timeout=120)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            assert outcome.kind == "response", outcome
+        return {"init_s": init, "first_ms": latencies[0], "second_ms": latencies[1]}
+    finally:
+        proc.kill()
+        proc.wait()
+        api.stop()
+
+
+def in_process(python: str, path: list[Path], model: Path, role: str) -> float:
+    code = (
+        "import time; t = time.perf_counter(); import handler.entry; print(time.perf_counter() - t)"
+    )
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": os.pathsep.join(map(str, path)),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "MODEL_DIR": str(model),
+        "FUNCTION_ROLE": role,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "OUTPUT_BUCKET": "bench-output",
+        "OUTPUT_PREFIX": "predictions/",
+    }
+    return float(sh(python, "-S", "-c", code, env=env).stdout.strip())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    ap.add_argument("--python", default=str(ROOT / ".venv-lambda/bin/python"))
+    ap.add_argument("--sizes", default="stand-in,distilbert-base")
+    args = ap.parse_args()
+    models = prepare(args.out)
+    parts = layouts(args.out / "init", args.python)
+    version = sh(args.python, "--version").stdout.strip()
+    rows = []
+    for size in args.sizes.split(","):
+        model = models[size]["int8"]
+        for layout, path in parts.items():
+            for role in ("api", "batch"):
+                runs = []
+                # Interleave nothing else: one fresh process per run, back to back.
+                for _ in range(args.repeats):
+                    runs.append(one_start(args.python, path, model, role))
+                inproc = [in_process(args.python, path, model, role) for _ in range(args.repeats)]
+                primed = [
+                    one_start(args.python, path, model, role, prime=True)["first_ms"]
+                    for _ in range(args.repeats if role == "api" and layout == "zip + layer" else 0)
+                ]
+                row = {
+                    "model": size,
+                    "layout": layout,
+                    "role": role,
+                    "init_s": round(statistics.median(r["init_s"] for r in runs), 3),
+                    "init_min_s": round(min(r["init_s"] for r in runs), 3),
+                    "init_max_s": round(max(r["init_s"] for r in runs), 3),
+                    "in_process_import_s": round(statistics.median(inproc), 3),
+                    "first_request_ms": round(statistics.median(r["first_ms"] for r in runs), 2),
+                    "second_request_ms": round(statistics.median(r["second_ms"] for r in runs), 2),
+                    "first_request_after_warmup_ms": (
+                        round(statistics.median(primed), 2) if primed else None
+                    ),
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    result = {"python": version, "repeats": args.repeats, "rows": rows}
+    (args.out / "init.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(render(result))
+    return 0
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [
+        f"Init as billed: awslambdaric on {result['python']}, median of {result['repeats']}",
+        "",
+        "| model | layout | role | init s (process start to first /next) | min-max | "
+        "in-process `import handler.entry` s | first request ms | second request ms | "
+        "first request after a warm-up event ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        primed = r.get("first_request_after_warmup_ms")
+        lines.append(
+            f"| {r['model']} | {r['layout']} | {r['role']} | **{r['init_s']}** | "
+            f"{r['init_min_s']}-{r['init_max_s']} | {r['in_process_import_s']} | "
+            f"{r['first_request_ms']} | {r['second_request_ms']} | "
+            f"{primed if primed is not None else ''} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
