@@ -159,33 +159,45 @@ def main() -> int:
     rows = []
     for size in args.sizes.split(","):
         model = models[size]["int8"]
-        for layout, path in parts.items():
-            for role in ("api", "batch"):
-                runs = []
-                # Interleave nothing else: one fresh process per run, back to back.
-                for _ in range(args.repeats):
-                    runs.append(one_start(args.python, path, model, role))
-                inproc = [in_process(args.python, path, model, role) for _ in range(args.repeats)]
-                primed = [
-                    one_start(args.python, path, model, role, prime=True)["first_ms"]
-                    for _ in range(args.repeats if role == "api" and layout == "zip + layer" else 0)
-                ]
-                row = {
-                    "model": size,
-                    "layout": layout,
-                    "role": role,
-                    "init_s": round(statistics.median(r["init_s"] for r in runs), 3),
-                    "init_min_s": round(min(r["init_s"] for r in runs), 3),
-                    "init_max_s": round(max(r["init_s"] for r in runs), 3),
-                    "in_process_import_s": round(statistics.median(inproc), 3),
-                    "first_request_ms": round(statistics.median(r["first_ms"] for r in runs), 2),
-                    "second_request_ms": round(statistics.median(r["second_ms"] for r in runs), 2),
-                    "first_request_after_warmup_ms": (
-                        round(statistics.median(primed), 2) if primed else None
-                    ),
-                }
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        configs = [(layout, role) for layout in parts for role in ("api", "batch")]
+        runs: dict[tuple[str, str], list[dict[str, float]]] = {c: [] for c in configs}
+        inproc: dict[tuple[str, str], list[float]] = {c: [] for c in configs}
+        primed: list[float] = []
+        # Rounds: every configuration once per round, so that this machine's drift (2x within
+        # minutes) is spread over all of them alike and the ratios hold.
+        for _ in range(args.repeats):
+            for layout, role in configs:
+                path = parts[layout]
+                runs[layout, role].append(one_start(args.python, path, model, role))
+                inproc[layout, role].append(in_process(args.python, path, model, role))
+            zip_api = one_start(args.python, parts["zip + layer"], model, "api", prime=True)
+            primed.append(zip_api["first_ms"])
+        for layout, role in configs:
+            rs = runs[layout, role]
+            source = runs["zip, source only", role]
+            row = {
+                "model": size,
+                "layout": layout,
+                "role": role,
+                "init_s": round(statistics.median(r["init_s"] for r in rs), 3),
+                "init_min_s": round(min(r["init_s"] for r in rs), 3),
+                "init_max_s": round(max(r["init_s"] for r in rs), 3),
+                "vs_source_only": round(
+                    statistics.median(r["init_s"] for r in rs)
+                    / statistics.median(r["init_s"] for r in source),
+                    2,
+                ),
+                "in_process_import_s": round(statistics.median(inproc[layout, role]), 3),
+                "first_request_ms": round(statistics.median(r["first_ms"] for r in rs), 2),
+                "second_request_ms": round(statistics.median(r["second_ms"] for r in rs), 2),
+                "first_request_after_warmup_ms": (
+                    round(statistics.median(primed), 2)
+                    if (layout, role) == ("zip + layer", "api")
+                    else None
+                ),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     result = {"python": version, "repeats": args.repeats, "rows": rows}
     (args.out / "init.json").write_text(json.dumps(result, indent=2) + "\n")
     print(render(result))
@@ -197,15 +209,16 @@ def render(result: dict[str, Any]) -> str:
         f"Init as billed: awslambdaric on {result['python']}, median of {result['repeats']}",
         "",
         "| model | layout | role | init s (process start to first /next) | min-max | "
-        "in-process `import handler.entry` s | first request ms | second request ms | "
-        "first request after a warm-up event ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "init / source-only | in-process `import handler.entry` s | first request ms | "
+        "second request ms | first request after a warm-up event ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         primed = r.get("first_request_after_warmup_ms")
         lines.append(
             f"| {r['model']} | {r['layout']} | {r['role']} | **{r['init_s']}** | "
-            f"{r['init_min_s']}-{r['init_max_s']} | {r['in_process_import_s']} | "
+            f"{r['init_min_s']}-{r['init_max_s']} | {r['vs_source_only']} | "
+            f"{r['in_process_import_s']} | "
             f"{r['first_request_ms']} | {r['second_request_ms']} | "
             f"{primed if primed is not None else ''} |"
         )
