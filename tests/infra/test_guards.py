@@ -29,32 +29,17 @@ MODES: dict[str, dict[str, Any]] = {
 }
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML with CloudFormation's short-form tags (!Ref, !If, ...) as their long forms."""
-
-
-def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = value.split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {name: value}
-
-
-_Loader.add_multi_constructor("!", _tag)
-
-
 def with_defaults(values: dict[str, Any]) -> str:
-    """The template text with parameter defaults set: how `sam deploy` would pass them."""
-    doc = yaml.load(TEMPLATE.read_text(), Loader=_Loader)
+    """The template text with parameter defaults set: how `sam deploy` would pass them.
+    (Parsed by the SAM translator's YAML reader, which turns !Ref and friends into their long
+    forms; written back in those, which CloudFormation and cfn-lint read alike.)"""
+    from samtranslator.yaml_helper import yaml_parse
+
+    doc = yaml_parse(TEMPLATE.read_text())
     for name, value in values.items():
         doc["Parameters"][name]["Default"] = value
-    return yaml.safe_dump(doc, sort_keys=False)
+    text: str = yaml.safe_dump(doc, sort_keys=False)
+    return text
 
 
 def _transform(text: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
