@@ -54,19 +54,24 @@ def cmd_build(args: argparse.Namespace) -> int:
             eval_path=Path(args.eval) if args.eval else None,
             threads=args.threads,
             gate=verify.Gate(
-                max_accuracy_drop=args.max_accuracy_drop, min_agreement=args.min_agreement
+                max_accuracy_drop=args.max_accuracy_drop,
+                min_agreement=args.min_agreement,
+                max_regression_error=args.max_regression_error,
             ),
         )
     )
     v = manifest["verification"]
+    figures = (
+        ("reference_mae", "candidate_mae", "mean_score_diff", "max_score_diff")
+        if v.get("task") == "regression"
+        else ("reference_accuracy", "candidate_accuracy", "accuracy_drop_points", "agreement")
+    )
     _print(
         {
             "out": str(Path(args.out).resolve()),
             "target": manifest["target"]["name"],
-            "reference_accuracy": v["reference_accuracy"],
-            "candidate_accuracy": v["candidate_accuracy"],
-            "accuracy_drop_points": v["accuracy_drop_points"],
-            "agreement": v["agreement"],
+            "task": v.get("task"),
+            **{name: v[name] for name in figures},
             "n": v["n"],
             "recipe": manifest["quantization"].get("recipe", "fp32"),
             "chosen_on": {"n": v["selection"]["n"], "rule": v["selection"]["rule"]},
@@ -99,10 +104,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from handler.evaluate import evaluate, read_labelled
+    from handler.evaluate import evaluate, read_labelled, task_for
 
     clf = _classifier(args)
-    _print(evaluate(clf, read_labelled(Path(args.data), clf.id2label)))
+    _print(evaluate(clf, read_labelled(Path(args.data), clf.id2label, task_for(clf))))
     return 0
 
 
@@ -156,7 +161,17 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--eval", help="labelled TSV for the gate (default: SST-2 validation, hub)")
     b.add_argument("--threads", type=int, default=1)
     b.add_argument("--max-accuracy-drop", type=float, default=0.5, help="points")
-    b.add_argument("--min-agreement", type=float, default=0.985)
+    b.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.985,
+        help="share of texts whose label is fp32's (multi-label: of label decisions at 0.5)",
+    )
+    b.add_argument(
+        "--max-regression-error",
+        type=float,
+        help="regression heads: largest mean |int8 - fp32| output (default: 2%% of fp32's spread)",
+    )
     b.set_defaults(func=cmd_build)
 
     for name, func, helptext in (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +12,27 @@ import numpy as np
 
 from handler.errors import InvalidInput
 from handler.inference import Classifier
+from handler.inference.postprocess import MULTI_LABEL, REGRESSION, SINGLE_LABEL, task_of
+
+
+def task_for(classifier: Classifier) -> str:
+    return task_of(classifier.config.problem_type, classifier.num_labels)
+
+
+def multi_hot(labels: list[Any], num_labels: int) -> np.ndarray[Any, Any]:
+    out = np.zeros((len(labels), num_labels), dtype=bool)
+    for row, ids in enumerate(labels):
+        out[row, list(ids)] = True
+    return out
 
 
 @dataclass(frozen=True)
 class Labelled:
+    """Texts and their targets: a label id (single-label), a list of label ids (multi-label) or
+    a number (regression)."""
+
     texts: list[str]
-    labels: list[int]
+    labels: list[Any]
 
 
 def _label_id(raw: str, id2label: Mapping[int, str]) -> int | None:
@@ -31,24 +47,49 @@ def _label_id(raw: str, id2label: Mapping[int, str]) -> int | None:
     return value if value in id2label else None
 
 
-def read_labelled(path: Path, id2label: Mapping[int, str]) -> Labelled:
-    """Read `text<TAB>label` lines; a label is a label id or name. A first line whose label is
-    neither is a header; any later one is an error naming its line."""
+def _target(raw: str, id2label: Mapping[int, str], task: str) -> Any:
+    """The target in `raw` for this task, or None when it is not one."""
+    if task == REGRESSION:
+        try:
+            value = float(raw)
+        except ValueError:
+            return None
+        return value if np.isfinite(value) else None
+    if task == MULTI_LABEL:
+        parts = [p for p in re.split(r"[,;|]", raw) if p.strip()]
+        ids = [_label_id(p, id2label) for p in parts]
+        if any(i is None for i in ids):
+            return None
+        return sorted(set(ids))  # may be empty: a text with none of the labels
+    return _label_id(raw, id2label)
+
+
+EXPECTED = {
+    SINGLE_LABEL: "a label id or name",
+    MULTI_LABEL: "label ids or names separated by ',' (or nothing, for none)",
+    REGRESSION: "a number",
+}
+
+
+def read_labelled(path: Path, id2label: Mapping[int, str], task: str = SINGLE_LABEL) -> Labelled:
+    """Read `text<TAB>target` lines: a label id or name (single-label), several separated by
+    commas (multi-label) or a number (regression). A first line whose target is none of these
+    is a header; any later one is an error naming its line."""
     texts: list[str] = []
-    labels: list[int] = []
+    labels: list[Any] = []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             line = line.rstrip("\r\n")
             if not line.strip():
                 continue
             text, sep, raw = line.rpartition("\t")
-            label = _label_id(raw, id2label) if sep else None
+            label = _target(raw, id2label, task) if sep else None
             if label is None:
                 if lineno == 1:
                     continue
                 raise InvalidInput(
-                    f"{path}:{lineno}: expected 'text<TAB>label' with a label in "
-                    f"{sorted(id2label)} or {sorted(id2label.values())}, got {raw!r}"
+                    f"{path}:{lineno}: expected 'text<TAB>target' with {EXPECTED[task]} "
+                    f"(labels {sorted(id2label)} or {sorted(id2label.values())}), got {raw!r}"
                 )
             texts.append(text.strip())
             labels.append(label)
@@ -58,8 +99,36 @@ def read_labelled(path: Path, id2label: Mapping[int, str]) -> Labelled:
 
 
 def evaluate(classifier: Classifier, data: Labelled) -> dict[str, Any]:
+    task = task_for(classifier)
     results = classifier.run(data.texts)
+    if task == REGRESSION:
+        out = classifier.scores(results, "none")[:, 0]
+        err = out - np.asarray(data.labels, dtype=np.float64)
+        return {
+            "task": task,
+            "n": len(err),
+            "mae": round(float(np.abs(err).mean()), 6),
+            "rmse": round(float(np.sqrt((err**2).mean())), 6),
+            "truncated": sum(r.truncated for r in results),
+        }
     scores = classifier.scores(results, None)
+    if task == MULTI_LABEL:
+        decided = scores >= 0.5
+        gold_hot = multi_hot(data.labels, classifier.num_labels)
+        return {
+            "task": task,
+            "n": len(gold_hot),
+            "decision_accuracy": round(float((decided == gold_hot).mean()), 4),
+            "exact_match": round(float((decided == gold_hot).all(axis=1).mean()), 4),
+            "per_label": {
+                name: {
+                    "n": int(gold_hot[:, i].sum()),
+                    "accuracy": round(float((decided[:, i] == gold_hot[:, i]).mean()), 4),
+                }
+                for i, name in classifier.id2label.items()
+            },
+            "truncated": sum(r.truncated for r in results),
+        }
     pred = scores.argmax(axis=1)
     gold = np.asarray(data.labels)
     per_label = {}
@@ -74,6 +143,7 @@ def evaluate(classifier: Classifier, data: Labelled) -> dict[str, Any]:
         }
     top = scores.max(axis=1)
     return {
+        "task": SINGLE_LABEL,
         "accuracy": round(float((pred == gold).mean()), 4),
         "n": len(gold),
         "per_label": per_label,

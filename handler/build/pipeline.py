@@ -21,6 +21,7 @@ from handler.build.fetch import DEFAULT_MODEL, SnapshotDownload, Source, fetch
 from handler.errors import BuildError
 from handler.evaluate import Labelled, read_labelled
 from handler.inference.classifier import RUNTIME_CONFIG, Classifier, ModelConfig
+from handler.inference.postprocess import SINGLE_LABEL, task_of
 from handler.inference.session import create_session
 from handler.inference.tokenizer import TextTokenizer
 
@@ -45,6 +46,55 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def tok_config_of(source: Source) -> dict[str, Any]:
+    return _read_json(source.folder / "tokenizer_config.json")
+
+
+# Models whose position ids start after the padding index (RoBERTa's embeddings): of
+# max_position_embeddings, pad_token_id + 1 are never a real token's position.
+POSITION_OFFSET_MODEL_TYPES = frozenset(
+    {
+        "roberta",
+        "xlm-roberta",
+        "xlm-roberta-xl",
+        "camembert",
+        "data2vec-text",
+        "longformer",
+        "ibert",
+        "roberta-prelayernorm",
+        "luke",
+        "markuplm",
+    }
+)
+
+
+def usable_max_length(
+    hf_config: dict[str, Any], tok_config: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    """The longest input the model takes, and where it came from: the tokenizer's
+    model_max_length when given, the positions the embeddings really have (max_position_embeddings
+    less RoBERTa-style models' padding offset), the smaller of the two."""
+    positions = hf_config.get("max_position_embeddings")
+    offset = 0
+    if hf_config.get("model_type") in POSITION_OFFSET_MODEL_TYPES:
+        offset = int(hf_config.get("pad_token_id", 1)) + 1
+    sources: dict[str, Any] = {
+        "model_max_length": tok_config.get("model_max_length"),
+        "max_position_embeddings": positions,
+        "position_offset": offset,
+    }
+    limits = []
+    raw = tok_config.get("model_max_length")
+    if isinstance(raw, int | float) and 0 < raw < MAX_SANE_LENGTH:
+        limits.append(int(raw))
+    if isinstance(positions, int | float) and 0 < positions < MAX_SANE_LENGTH:
+        limits.append(int(positions) - offset)
+    if not limits or min(limits) < 3:
+        raise BuildError("neither tokenizer_config.json nor config.json gives a max length")
+    sources["usable"] = min(limits)
+    return min(limits), sources
+
+
 def model_config(source: Source) -> tuple[ModelConfig, dict[str, Any]]:
     """The runtime's slice of config.json and tokenizer_config.json."""
     hf_config = _read_json(source.folder / "config.json")
@@ -53,13 +103,7 @@ def model_config(source: Source) -> tuple[ModelConfig, dict[str, Any]]:
     if not id2label:
         n = int(hf_config.get("num_labels", 2))
         id2label = {str(i): f"LABEL_{i}" for i in range(n)}
-    limits = [
-        int(v)
-        for v in (tok_config.get("model_max_length"), hf_config.get("max_position_embeddings"))
-        if isinstance(v, int | float) and 0 < v < MAX_SANE_LENGTH
-    ]
-    if not limits:
-        raise BuildError("neither tokenizer_config.json nor config.json gives a max length")
+    max_length, _ = usable_max_length(hf_config, tok_config)
     tokenizer_file = source.folder / "tokenizer.json"
     if not tokenizer_file.is_file():
         raise BuildError(f"{source.model} has no tokenizer.json (a fast tokenizer is required)")
@@ -75,15 +119,22 @@ def model_config(source: Source) -> tuple[ModelConfig, dict[str, Any]]:
     config = ModelConfig(
         id2label={int(k): str(v) for k, v in id2label.items()},
         problem_type=hf_config.get("problem_type"),
-        max_length=min(limits),
+        max_length=max_length,
         pad_token_id=pad_id,
     )
     return config, hf_config
 
 
-def load_eval(path: Path | None, id2label: dict[int, str], workdir: Path) -> tuple[Labelled, str]:
+def load_eval(
+    path: Path | None, id2label: dict[int, str], workdir: Path, task: str = SINGLE_LABEL
+) -> tuple[Labelled, str]:
     if path is not None:
-        return read_labelled(path, id2label), str(path)
+        return read_labelled(path, id2label, task), str(path)
+    if task != SINGLE_LABEL:
+        raise BuildError(
+            f"no verification data for a {task} model: pass --eval FILE (text<TAB>target; "
+            "regression: a number, multi-label: labels separated by commas)"
+        )
     from handler.build.hub import offline_reason
 
     offline = offline_reason()
@@ -179,7 +230,9 @@ def build(
             origin = "exported from PyTorch weights"
             stages.update()
         stages.set_postfix_str("verification data")
-        data, eval_source = load_eval(options.eval_path, dict(config.id2label), work)
+        task = task_of(config.problem_type, len(config.id2label))
+        function = verify.gate_function(task)
+        data, eval_source = load_eval(options.eval_path, dict(config.id2label), work, task)
         selection, held_out = verify.split(data)
         stages.update()
 
@@ -201,7 +254,9 @@ def build(
         # Choose the recipe on the selection split only.
         candidates: dict[str, tuple[Path, Path, dict[str, Any]]] = {}
         selection_figures: dict[str, dict[str, Any]] = {}
-        ref_selection = verify.scores(reference, selection.texts, "fp32 on the selection part")
+        ref_selection = verify.scores(
+            reference, selection.texts, "fp32 on the selection part", function
+        )
         for name in target.recipes:
             stages.set_postfix_str(f"quantise and score recipe {name}")
             candidates[name] = _candidate(fused, work, name, evaluate_exact)
@@ -209,7 +264,10 @@ def build(
                 candidates[name][1], tokenizer_file, replace(config, pre_optimized=True), 1
             )
             figures = verify.compare(
-                ref_selection, verify.scores(clf, selection.texts, name), selection.labels
+                ref_selection,
+                verify.scores(clf, selection.texts, name, function),
+                selection.labels,
+                task,
             )
             selection_figures[name] = figures
             stages.update()
@@ -235,7 +293,7 @@ def build(
         else:
             candidate = _classifier(evaluated, tokenizer_file, config, options.threads)
         stages.set_postfix_str(f"verify on {len(held_out.texts)} report texts")
-        report = verify.verify(reference, candidate, held_out, options.gate)
+        report = verify.verify(reference, candidate, held_out, options.gate, task)
         stages.update()
         stages.set_postfix_str("write")
         report["eval_source"] = eval_source
@@ -265,7 +323,9 @@ def build(
             "fusions": fusions,
             "labels": [config.id2label[i] for i in sorted(config.id2label)],
             "problem_type": config.problem_type,
+            "task": task,
             "max_length": config.max_length,
+            "max_length_from": usable_max_length(hf_config, tok_config_of(source))[1],
             "graph_inputs": inputs,
             "batching": config.batching,
             "max_batch_size": config.max_batch_size,

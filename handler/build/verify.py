@@ -17,8 +17,9 @@ import numpy as np
 
 from handler.build import progress
 from handler.errors import GateFailed
-from handler.evaluate import Labelled
+from handler.evaluate import Labelled, multi_hot
 from handler.inference import Classifier
+from handler.inference.postprocess import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 
 # Padded batch sizes the invariance check runs, each in length-sorted and in shuffled order.
 INVARIANCE_BATCH_SIZES = (2, 3, 8, 17, 32, 64)
@@ -28,9 +29,17 @@ SELECTION_SHARE = 3  # one text in 3 chooses the recipe; the other 2 report
 @dataclass(frozen=True)
 class Gate:
     max_accuracy_drop: float = 0.5  # percentage points
+    # Single-label: the share of texts whose top label is fp32's. Multi-label: the share of
+    # (text, label) decisions at 0.5 that are fp32's.
     min_agreement: float = 0.985
     # A text's scores alone and in any padded batch: float noise only, never a label change.
     max_batch_score_diff: float = 1e-5
+    # Regression: the largest mean absolute difference from fp32's outputs, in the outputs'
+    # units; None means 2% of the spread (standard deviation) of fp32's outputs on the data,
+    # and never less than 0.001 (a head whose outputs barely vary has no spread to scale by).
+    max_regression_error: float | None = None
+    REGRESSION_SPREAD_SHARE = 0.02
+    REGRESSION_FLOOR = 1e-3
 
 
 def split(data: Labelled) -> tuple[Labelled, Labelled]:
@@ -52,36 +61,77 @@ def split(data: Labelled) -> tuple[Labelled, Labelled]:
 PROGRESS_CHUNK = 64  # texts per progress step
 
 
-def scores(classifier: Classifier, texts: list[str], desc: str = "scoring") -> np.ndarray[Any, Any]:
+def scores(
+    classifier: Classifier, texts: list[str], desc: str = "scoring", function: str | None = None
+) -> np.ndarray[Any, Any]:
     parts = []
     with progress.bar(len(texts), desc, unit="text", leave=False) as shown:
         for start in range(0, len(texts), PROGRESS_CHUNK):
             chunk = texts[start : start + PROGRESS_CHUNK]
-            parts.append(classifier.scores(classifier.run(chunk), None))
+            parts.append(classifier.scores(classifier.run(chunk), function))
             shown.update(len(chunk))
     if not parts:
         return np.zeros((0, len(classifier.id2label)), dtype=np.float32)
     return np.concatenate(parts)
 
 
+def gate_function(task: str) -> str | None:
+    """The scores the gate compares: a regression head's raw outputs, else the model's own
+    function (softmax, or sigmoid for multi-label)."""
+    return "none" if task == REGRESSION else None
+
+
 def compare(
-    ref_scores: np.ndarray[Any, Any], cand_scores: np.ndarray[Any, Any], labels: list[int]
+    ref_scores: np.ndarray[Any, Any],
+    cand_scores: np.ndarray[Any, Any],
+    labels: list[Any],
+    task: str = SINGLE_LABEL,
 ) -> dict[str, Any]:
-    """Accuracy of each, the drop, label agreement and score differences."""
-    gold = np.asarray(labels)
-    ref_pred, cand_pred = ref_scores.argmax(1), cand_scores.argmax(1)
-    ref_acc = float((ref_pred == gold).mean())
-    cand_acc = float((cand_pred == gold).mean())
-    diff = np.abs(ref_scores - cand_scores)
-    return {
-        "n": len(gold),
-        "reference_accuracy": round(ref_acc, 4),
-        "candidate_accuracy": round(cand_acc, 4),
-        "accuracy_drop_points": round((ref_acc - cand_acc) * 100, 2),
-        "agreement": round(float((ref_pred == cand_pred).mean()), 4),
-        "max_score_diff": round(float(diff.max()), 5),
-        "mean_score_diff": round(float(diff.mean()), 6),
+    """fp32 (reference) against int8 (candidate), as the task means it: top-label accuracy and
+    agreement (single-label), per-label decisions at 0.5 (multi-label), output error
+    (regression); and the score differences, for all."""
+    diff = np.abs(ref_scores.astype(np.float64) - cand_scores.astype(np.float64))
+    out: dict[str, Any] = {
+        "task": task,
+        "n": len(labels),
+        "max_score_diff": round(float(diff.max()), 5) if diff.size else 0.0,
+        "mean_score_diff": round(float(diff.mean()), 6) if diff.size else 0.0,
     }
+    if task == REGRESSION:
+        gold = np.asarray(labels, dtype=np.float64)
+        ref, cand = ref_scores[:, 0].astype(np.float64), cand_scores[:, 0].astype(np.float64)
+        out.update(
+            {
+                "reference_mae": round(float(np.abs(ref - gold).mean()), 6),
+                "candidate_mae": round(float(np.abs(cand - gold).mean()), 6),
+                "reference_output_std": round(float(ref.std()), 6),
+            }
+        )
+        return out
+    if task == MULTI_LABEL:
+        gold_hot = multi_hot(labels, ref_scores.shape[1])
+        ref_dec, cand_dec = ref_scores >= 0.5, cand_scores >= 0.5
+        ref_acc = float((ref_dec == gold_hot).mean())
+        cand_acc = float((cand_dec == gold_hot).mean())
+        agreement = float((ref_dec == cand_dec).mean())
+        out["texts_with_every_decision_agreeing"] = round(
+            float((ref_dec == cand_dec).all(axis=1).mean()), 4
+        )
+    else:
+        gold = np.asarray(labels)
+        ref_pred, cand_pred = ref_scores.argmax(1), cand_scores.argmax(1)
+        ref_acc = float((ref_pred == gold).mean())
+        cand_acc = float((cand_pred == gold).mean())
+        agreement = float((ref_pred == cand_pred).mean())
+    out.update(
+        {
+            "reference_accuracy": round(ref_acc, 4),
+            "candidate_accuracy": round(cand_acc, 4),
+            "accuracy_drop_points": round((ref_acc - cand_acc) * 100, 2),
+            "agreement": round(agreement, 4),
+        }
+    )
+    return out
 
 
 def batch_invariance(
@@ -135,12 +185,23 @@ def throughput(candidate: Classifier, texts: list[str]) -> dict[str, float]:
     }
 
 
+def regression_threshold(figures: dict[str, Any], gate: Gate) -> float:
+    if gate.max_regression_error is not None:
+        return gate.max_regression_error
+    spread = float(figures.get("reference_output_std", 0.0))
+    return round(max(Gate.REGRESSION_SPREAD_SHARE * spread, Gate.REGRESSION_FLOOR), 6)
+
+
 def failures(figures: dict[str, Any], gate: Gate) -> list[str]:
     failed = []
-    if figures["accuracy_drop_points"] > gate.max_accuracy_drop:
-        failed.append("accuracy_drop")
-    if figures["agreement"] < gate.min_agreement:
-        failed.append("agreement")
+    if figures.get("task") == REGRESSION:
+        if figures["mean_score_diff"] > regression_threshold(figures, gate):
+            failed.append("regression_error")
+    else:
+        if figures["accuracy_drop_points"] > gate.max_accuracy_drop:
+            failed.append("accuracy_drop")
+        if figures["agreement"] < gate.min_agreement:
+            failed.append("agreement")
     invariance = figures.get("batch_invariance")
     if invariance is not None and (
         invariance["max_score_diff"] > gate.max_batch_score_diff or invariance["label_flips"]
@@ -149,26 +210,35 @@ def failures(figures: dict[str, Any], gate: Gate) -> list[str]:
     return failed
 
 
-def gate_figures(gate: Gate) -> dict[str, float]:
-    return {
+def gate_figures(gate: Gate, figures: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "max_accuracy_drop_points": gate.max_accuracy_drop,
         "min_agreement": gate.min_agreement,
         "max_batch_score_diff": gate.max_batch_score_diff,
     }
+    if figures is not None and figures.get("task") == REGRESSION:
+        out["max_regression_mean_abs_diff"] = regression_threshold(figures, gate)
+    return out
 
 
 def verify(
-    reference: Classifier, candidate: Classifier, data: Labelled, gate: Gate
+    reference: Classifier,
+    candidate: Classifier,
+    data: Labelled,
+    gate: Gate,
+    task: str = SINGLE_LABEL,
 ) -> dict[str, Any]:
     """Figures of the candidate against the reference; `failed` names every measure that failed."""
+    function = gate_function(task)
     report = compare(
-        scores(reference, data.texts, "fp32 reference"),
-        scores(candidate, data.texts, "int8 candidate"),
+        scores(reference, data.texts, "fp32 reference", function),
+        scores(candidate, data.texts, "int8 candidate", function),
         data.labels,
+        task,
     )
     report["batch_invariance"] = batch_invariance(candidate, data.texts)
     report["throughput"] = throughput(candidate, data.texts)
-    report["gate"] = gate_figures(gate)
+    report["gate"] = gate_figures(gate, report)
     report["failed"] = failures(report, gate)
     return report
 
@@ -177,9 +247,11 @@ def check(report: dict[str, Any], where: str = "the report split") -> None:
     if report["failed"]:
         inv = report.get("batch_invariance") or {}
         details = {
-            "accuracy_drop": f"accuracy drop {report['accuracy_drop_points']} points "
+            "accuracy_drop": f"accuracy drop {report.get('accuracy_drop_points')} points "
             f"> {report['gate']['max_accuracy_drop_points']}",
-            "agreement": f"agreement {report['agreement']} < {report['gate']['min_agreement']}",
+            "agreement": f"agreement {report.get('agreement')} < {report['gate']['min_agreement']}",
+            "regression_error": f"mean absolute difference from fp32 {report['mean_score_diff']} "
+            f"> {report['gate'].get('max_regression_mean_abs_diff')}",
             "batch_invariance": "scores change with batch-mates by "
             f"{inv.get('max_score_diff')} ({inv.get('label_flips')} label changes)",
         }

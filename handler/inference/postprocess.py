@@ -36,6 +36,19 @@ def sigmoid(x: FloatArray) -> FloatArray:
     return out
 
 
+SINGLE_LABEL, MULTI_LABEL, REGRESSION = "single_label", "multi_label", "regression"
+
+
+def task_of(problem_type: str | None, num_labels: int) -> str:
+    """What the model's outputs mean, as transformers' losses read config.problem_type: one
+    output without a problem type is a regression head."""
+    if problem_type == "regression" or (num_labels == 1 and problem_type is None):
+        return REGRESSION
+    if problem_type == "multi_label_classification":
+        return MULTI_LABEL
+    return SINGLE_LABEL
+
+
 def default_function(problem_type: str | None, num_labels: int) -> str:
     """As the pipeline chooses: none for regression, sigmoid for one label or multi-label."""
     if problem_type == "regression":
