@@ -127,9 +127,9 @@ def test_sqs_failure_reason_is_in_invoke_output(tiny_model: Path) -> None:
 def test_current_objects_rewrites_every_wrapping() -> None:
     heads: list[tuple[str, str]] = []
 
-    def head(bucket: str, key: str) -> dict[str, Any]:
+    def head(bucket: str, key: str) -> dict[str, Any] | None:
         heads.append((bucket, key))
-        return {"etag": "abc", "size": 7}
+        return None if key == "gone.txt" else {"etag": "abc", "size": 7}
 
     s3 = json.loads((EVENTS / "s3-put.json").read_text())
     out = current_objects(s3, head)
@@ -145,6 +145,9 @@ def test_current_objects_rewrites_every_wrapping() -> None:
     assert msg["Records"][0]["s3"]["object"]["eTag"] == "abc"
     eb = current_objects(json.loads((EVENTS / "eventbridge-s3.json").read_text()), head)
     assert eb["detail"]["object"]["etag"] == "abc"
+    missing = json.loads((EVENTS / "s3-put.json").read_text())
+    missing["Records"][0]["s3"]["object"]["key"] = "gone.txt"
+    assert current_objects(missing, head) == missing  # no such object: left as it is
 
 
 def test_invoke_current_etag_runs_a_generated_event(
@@ -280,3 +283,26 @@ def test_custom_domain_event_404_says_to_set_api_base_path(tiny_model: Path) -> 
     unknown = dict(event, path="/nothing/here")
     body = json.loads(make_handler(tiny_model)(unknown, LocalContext())["body"])
     assert "no route" in body["error"] and "API_BASE_PATH" not in body["error"]
+
+
+def test_s3_head_is_none_for_a_missing_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+    from moto import mock_aws
+
+    from handler.adapters.local import s3_head
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="b")
+        s3.put_object(Bucket="b", Key="here.txt", Body=b"great fun\n")
+        head = s3_head(s3)
+        assert head("b", "gone.txt") is None
+        found = head("b", "here.txt")
+        assert found is not None and found["size"] == 10 and '"' not in found["etag"]

@@ -35,7 +35,8 @@ class LocalContext:
         return int((self.timeout_s - (time.monotonic() - self._start)) * 1000)
 
 
-Head = Callable[[str, str], dict[str, Any]]  # (bucket, key) -> {"etag": ..., "size": ...}
+# (bucket, key) -> {"etag": ..., "size": ...}, or None when there is no such object
+Head = Callable[[str, str], dict[str, Any] | None]
 
 
 def current_objects(event: Any, head: Head) -> Any:
@@ -61,30 +62,40 @@ def current_objects(event: Any, head: Head) -> Any:
     if not isinstance(event, dict):
         return event
     out = {k: current_objects(v, head) for k, v in event.items()}
+    # An object that is not there (a removal event, a typo) is left as the event names it.
     s3 = out.get("s3")
     if isinstance(s3, dict) and isinstance(s3.get("object"), dict):  # an S3 notification record
         obj = dict(s3["object"])
         now = head(s3["bucket"]["name"], unquote_plus(obj["key"]))
-        obj["eTag"], obj["size"] = now["etag"], now["size"]
-        obj.pop("versionId", None)
-        out["s3"] = {**s3, "object": obj}
+        if now is not None:
+            obj["eTag"], obj["size"] = now["etag"], now["size"]
+            obj.pop("versionId", None)
+            out["s3"] = {**s3, "object": obj}
     detail = out.get("detail")
     if out.get("source") == "aws.s3" and isinstance(detail, dict) and "object" in detail:
         obj = dict(detail["object"])
         now = head(detail["bucket"]["name"], unquote_plus(obj["key"]))
-        obj["etag"], obj["size"] = now["etag"], now["size"]
-        obj.pop("version-id", None)
-        out["detail"] = {**detail, "object": obj}
+        if now is not None:
+            obj["etag"], obj["size"] = now["etag"], now["size"]
+            obj.pop("version-id", None)
+            out["detail"] = {**detail, "object": obj}
     return out
 
 
 def s3_head(client: Any = None) -> Head:
+    from botocore.exceptions import ClientError
+
     from handler.adapters.s3_store import make_client
 
     s3 = client or make_client()
 
-    def head(bucket: str, key: str) -> dict[str, Any]:
-        meta = s3.head_object(Bucket=bucket, Key=key)
+    def head(bucket: str, key: str) -> dict[str, Any] | None:
+        try:
+            meta = s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
         return {"etag": meta["ETag"].strip('"'), "size": meta["ContentLength"]}
 
     return head
