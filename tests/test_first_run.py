@@ -300,9 +300,9 @@ def test_s3_head_is_none_for_a_missing_object(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     with mock_aws():
         s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="b")
-        s3.put_object(Bucket="b", Key="here.txt", Body=b"great fun\n")
+        s3.create_bucket(Bucket="head-test")
+        s3.put_object(Bucket="head-test", Key="here.txt", Body=b"great fun\n")
         head = s3_head(s3)
-        assert head("b", "gone.txt") is None
-        found = head("b", "here.txt")
+        assert head("head-test", "gone.txt") is None
+        found = head("head-test", "here.txt")
         assert found is not None and found["size"] == 10 and '"' not in found["etag"]
