@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from handler.adapters import router
 from handler.config import ROLES, Settings, get_settings
-from handler.errors import UnsupportedEvent
+from handler.errors import ConfigError, UnsupportedEvent
 from handler.observability import logger, metrics
 from handler.runtime import LoadedModel, model_for
 
@@ -32,6 +32,8 @@ class Function:
         self.settings = settings
         self.model = model
         self.role = settings.role
+        if self.role not in ROLES:
+            raise ConfigError(f"FUNCTION_ROLE must be one of {', '.join(ROLES)}, got {self.role!r}")
         self.routes: dict[str, Handler] = {router.WARMUP: self.warmup}
         if self.role in ("api", "all"):
             from handler.adapters.apigw import create_http_handler
@@ -53,7 +55,6 @@ class Function:
                     router.CONTINUATION: self.batch.handle_continuation,
                 }
             )
-        assert self.role in ROLES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Function:
