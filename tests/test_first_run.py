@@ -27,7 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def _cli(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in ("MODEL_DIR", "LAMBDA_TASK_ROOT")}
+    # No proxies: these commands talk to 127.0.0.1 only, and the hub probe is skipped behind one.
+    dropped = ("MODEL_DIR", "LAMBDA_TASK_ROOT", "HF_HUB_OFFLINE")
+    base = {
+        k: v for k, v in os.environ.items() if k not in dropped and not k.lower().endswith("_proxy")
+    }
     base["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
         [sys.executable, "-m", "handler", *args],
