@@ -46,10 +46,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def tok_config_of(source: Source) -> dict[str, Any]:
-    return _read_json(source.folder / "tokenizer_config.json")
-
-
 # Models whose position ids start after the padding index (RoBERTa's embeddings): of
 # max_position_embeddings, pad_token_id + 1 are never a real token's position.
 POSITION_OFFSET_MODEL_TYPES = frozenset(
@@ -89,21 +85,24 @@ def usable_max_length(
         limits.append(int(raw))
     if isinstance(positions, int | float) and 0 < positions < MAX_SANE_LENGTH:
         limits.append(int(positions) - offset)
-    if not limits or min(limits) < 3:
+    if not limits:
         raise BuildError("neither tokenizer_config.json nor config.json gives a max length")
+    if min(limits) < 3:
+        raise BuildError(f"the usable max length is {min(limits)} tokens ({sources}): too short")
     sources["usable"] = min(limits)
     return min(limits), sources
 
 
-def model_config(source: Source) -> tuple[ModelConfig, dict[str, Any]]:
-    """The runtime's slice of config.json and tokenizer_config.json."""
+def model_config(source: Source) -> tuple[ModelConfig, dict[str, Any], dict[str, Any]]:
+    """The runtime's slice of config.json and tokenizer_config.json; config.json; where the max
+    length came from."""
     hf_config = _read_json(source.folder / "config.json")
     tok_config = _read_json(source.folder / "tokenizer_config.json")
     id2label = hf_config.get("id2label")
     if not id2label:
         n = int(hf_config.get("num_labels", 2))
         id2label = {str(i): f"LABEL_{i}" for i in range(n)}
-    max_length, _ = usable_max_length(hf_config, tok_config)
+    max_length, length_from = usable_max_length(hf_config, tok_config)
     tokenizer_file = source.folder / "tokenizer.json"
     if not tokenizer_file.is_file():
         raise BuildError(f"{source.model} has no tokenizer.json (a fast tokenizer is required)")
@@ -122,7 +121,7 @@ def model_config(source: Source) -> tuple[ModelConfig, dict[str, Any]]:
         max_length=max_length,
         pad_token_id=pad_id,
     )
-    return config, hf_config
+    return config, hf_config, length_from
 
 
 def load_eval(
@@ -211,7 +210,7 @@ def build(
     stages.set_postfix_str("fetch")
     source = fetch(options.model, options.revision, snapshot_download)
     stages.update()
-    config, hf_config = model_config(source)
+    config, hf_config, length_from = model_config(source)
     config = replace(config, batching="padded")
     out = options.out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -325,7 +324,7 @@ def build(
             "problem_type": config.problem_type,
             "task": task,
             "max_length": config.max_length,
-            "max_length_from": usable_max_length(hf_config, tok_config_of(source))[1],
+            "max_length_from": length_from,
             "graph_inputs": inputs,
             "batching": config.batching,
             "max_batch_size": config.max_batch_size,
