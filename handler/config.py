@@ -111,6 +111,11 @@ class Settings:
     output_prefix: str = ""
     batch_chunk_size: int = 64
     batch_time_margin_ms: int = 30_000
+    # The distributed path (Step Functions Distributed Map) for objects too big for one call.
+    state_machine_arn: str | None = None
+    distributed_min_bytes: int = 64 << 20
+    shard_records: int = 20_000
+    work_prefix: str = "_work/"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -142,6 +147,10 @@ class Settings:
             output_prefix=_prefix(env, "OUTPUT_PREFIX"),
             batch_chunk_size=_int(env, "BATCH_CHUNK_SIZE", 64),
             batch_time_margin_ms=_int(env, "BATCH_TIME_MARGIN_MS", 30_000, minimum=0),
+            state_machine_arn=env.get("STATE_MACHINE_ARN") or None,
+            distributed_min_bytes=_int(env, "DISTRIBUTED_MIN_MB", 64, minimum=0) << 20,
+            shard_records=_int(env, "SHARD_RECORDS", 20_000),
+            work_prefix=_prefix(env, "WORK_PREFIX") or "_work/",
         )
         settings.check_no_recursion()
         return settings
@@ -171,16 +180,19 @@ class Settings:
                 f"{where} is also INPUT_BUCKET: set INPUT_PREFIX (the trigger's prefix filter) and "
                 "an OUTPUT_PREFIX outside it, or write to a different bucket."
             )
-        a, b = self.input_prefix, self.output_prefix
-        if a.startswith(b) or b.startswith(a):
-            raise ConfigError(
-                f"OUTPUT_PREFIX={b!r} overlaps INPUT_PREFIX={a!r} in the same bucket: output "
-                "would trigger the function again."
-            )
+        a = self.input_prefix
+        for name, b in (("OUTPUT_PREFIX", self.output_prefix), ("WORK_PREFIX", self.work_prefix)):
+            if a.startswith(b) or b.startswith(a):
+                raise ConfigError(
+                    f"{name}={b!r} overlaps INPUT_PREFIX={a!r} in the same bucket: what the "
+                    "function writes there would trigger it again."
+                )
 
     def output_could_trigger(self, bucket: str, key: str) -> bool:
-        """True when an object at bucket/key is one this function wrote."""
-        return bucket == self.output_bucket and key.startswith(self.output_prefix)
+        """True when an object at bucket/key is one this function wrote (output or work file)."""
+        return bucket == self.output_bucket and (
+            key.startswith(self.output_prefix) or key.startswith(self.work_prefix)
+        )
 
 
 @functools.cache

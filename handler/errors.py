@@ -45,3 +45,13 @@ class DataFault(ClassifierError):
 
 class MalformedEvent(ClassifierError):
     """An envelope (SNS, SQS) of a supported event source is malformed; the message says how."""
+
+
+class ModelChanged(ClassifierError):
+    """A distributed job was planned for another model than this function serves: its shards
+    would mix two models' answers, so it stops (not retryable; re-run or redrive after deploying
+    one model)."""
+
+
+class ShardMismatch(ClassifierError):
+    """A shard read a different number of records than its plan counted (not retryable)."""

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from handler.batch.job import Store
 
 Handler = Callable[[dict[str, Any], Any], Any]
-BATCH_KINDS = (router.S3, router.SQS, router.SNS, router.EVENTBRIDGE, router.CONTINUATION)
+BATCH_KINDS = (router.S3, router.SQS, router.SNS, router.EVENTBRIDGE, router.DISTRIBUTED)
 
 
 class Function:
@@ -42,17 +42,17 @@ class Function:
             self.routes[router.HTTP] = self.http
         if self.role in ("batch", "all"):
             from handler.adapters.s3_batch import BatchAdapter
-            from handler.adapters.s3_store import S3Store, invoke_self
+            from handler.adapters.s3_store import S3Store
 
             # The S3 client (boto3, ~0.2 s to import) is made on the first S3 event, not at init.
-            self.batch = BatchAdapter(settings, model, store or S3Store(), invoke_self)
+            self.batch = BatchAdapter(settings, model, store or S3Store())
             self.routes.update(
                 {
                     router.S3: self.batch.handle_s3,
                     router.SQS: self.batch.handle_sqs,
                     router.SNS: self.batch.handle_sns,
                     router.EVENTBRIDGE: self.batch.handle_eventbridge,
-                    router.CONTINUATION: self.batch.handle_continuation,
+                    router.DISTRIBUTED: self.batch.handle_distributed,
                 }
             )
 

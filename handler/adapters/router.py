@@ -6,14 +6,14 @@ from collections.abc import Mapping
 
 from handler.errors import UnsupportedEvent
 
-HTTP, S3, SQS, SNS, EVENTBRIDGE, WARMUP, CONTINUATION = (
+HTTP, S3, SQS, SNS, EVENTBRIDGE, WARMUP, DISTRIBUTED = (
     "http",
     "s3",
     "sqs",
     "sns",
     "eventbridge",
     "warmup",
-    "continuation",
+    "distributed",
 )
 
 
@@ -24,8 +24,8 @@ def kind_of(event: object) -> str:
         )
     if event.get("warmup") is True or event.get("source") == "serverless-plugin-warmup":
         return WARMUP
-    if "continuation" in event:
-        return CONTINUATION
+    if "distributed" in event:  # a step of the state machine for big objects
+        return DISTRIBUTED
     records = event.get("Records")
     if isinstance(records, list) and records and isinstance(records[0], Mapping):
         # SNS spells it EventSource.

@@ -3,9 +3,7 @@ awslambdaric (`python -m awslambdaric handler.lambda_handler`, the image's CMD) 
 direct call. Tests and the cold-start benchmark use it; the function never imports it.
 
 It speaks the Runtime API's 2018-06-01 routes (next, response, error, init/error) with the
-headers awslambdaric reads (request id, deadline, function ARN, trace id, Content-Type), and
-also plays Lambda's Invoke API (POST /2015-03-31/functions/{name}/invocations), so that a
-function that invokes itself can be pointed at it (AWS_ENDPOINT_URL_LAMBDA) and observed.
+headers awslambdaric reads (request id, deadline, function ARN, trace id, Content-Type).
 https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html
 """
 
@@ -20,7 +18,6 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote
 
 PREFIX = "/2018-06-01/runtime"
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:text-classifier"
@@ -54,7 +51,6 @@ class RuntimeAPI:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     init_errors: list[Any] = field(default_factory=list)
     next_calls: list[float] = field(default_factory=list)  # time.time() of each GET /next
-    invokes: list[dict[str, Any]] = field(default_factory=list)  # Invoke API calls
     changed: threading.Condition = field(default_factory=threading.Condition)
     server: ThreadingHTTPServer | None = None
 
@@ -125,18 +121,6 @@ class RuntimeAPI:
                         request_id, _, kind = path[len(f"{PREFIX}/invocation/") :].partition("/")
                         error_type = self.headers.get("Lambda-Runtime-Function-Error-Type")
                         api.outcomes[request_id] = Outcome(kind, payload, error_type)
-                    elif path.startswith("/2015-03-31/functions/"):
-                        name = unquote(path.split("/")[3])
-                        api.invokes.append(
-                            {
-                                "function": name,
-                                "type": self.headers.get("X-Amz-Invocation-Type"),
-                                "payload": payload,
-                            }
-                        )
-                        api.changed.notify_all()
-                        self._send(202)
-                        return
                     else:
                         self._send(404)
                         return

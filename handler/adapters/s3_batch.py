@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_plus
 
 from handler import strict_json
 from handler.batch.formats import detect
-from handler.batch.job import Continue, Destination, ObjectRef, Store, run
+from handler.batch.job import Destination, HandOff, ObjectRef, run
 from handler.config import Settings
-from handler.errors import ConfigError, InvalidInput, MalformedEvent, ObjectChanged
+from handler.errors import (
+    ConfigError,
+    InvalidInput,
+    MalformedEvent,
+    ObjectChanged,
+    UnsupportedEvent,
+)
 from handler.observability import logger
 from handler.runtime import LoadedModel
 
@@ -82,26 +87,48 @@ def s3_notification(body: dict[str, Any], what: str) -> dict[str, Any] | None:
 
 
 class BatchAdapter:
-    def __init__(
-        self,
-        settings: Settings,
-        model: LoadedModel,
-        store: Store,
-        continue_with: Callable[[Any], Continue | None] | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, model: LoadedModel, store: Any) -> None:
         self.settings = settings
         self.model = model
         self.store = store
-        self.continue_with = continue_with  # context -> how to re-invoke this function
 
     def _destination(self) -> Destination:
         if self.settings.output_bucket is None:
             raise ConfigError("OUTPUT_BUCKET is not set: the S3 batch path has nowhere to write")
         return Destination(self.settings.output_bucket, self.settings.output_prefix)
 
-    def process(
-        self, ref: ObjectRef, context: Any, resume: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def _hand_off(self, dest: Destination) -> HandOff | None:
+        """How an object too big for one invocation reaches the state machine (if there is one)."""
+        arn = self.settings.state_machine_arn
+        if arn is None:
+            return None
+
+        def hand_off(pinned: ObjectRef, why: str) -> dict[str, Any]:
+            from handler.adapters.s3_store import start_execution
+            from handler.batch.shards import execution_name, make_job
+
+            fmt, gz = detect(pinned.key)
+            job = make_job(
+                pinned,
+                fmt,
+                gz,
+                dest,
+                dest.bucket,
+                self.settings.work_prefix,
+                self.model.manifest_sha256,
+                self.settings.shard_records,
+                self.settings.batch_chunk_size,
+            )
+            started = start_execution(arn, execution_name(job), {"job": job})
+            logger.info(
+                "handed to the distributed path",
+                extra={"key": pinned.key, "bytes": pinned.size, "why": why, **started},
+            )
+            return {**started, "why": why, "job": job["id"], "source": job["source"]}
+
+        return hand_off
+
+    def process(self, ref: ObjectRef, context: Any) -> dict[str, Any]:
         dest = self._destination()
         try:
             detect(ref.key)
@@ -113,7 +140,6 @@ class BatchAdapter:
         if self.settings.output_could_trigger(ref.bucket, ref.key):
             logger.error("refused: event for this function's own output", extra={"key": ref.key})
             return {"status": "refused", "reason": "object is this function's own output"}
-        time_left = getattr(context, "get_remaining_time_in_millis", None)
         try:
             return run(
                 ref,
@@ -122,26 +148,40 @@ class BatchAdapter:
                 dest,
                 self.model.manifest_sha256,
                 chunk_size=self.settings.batch_chunk_size,
-                time_left_ms=time_left,
+                time_left_ms=getattr(context, "get_remaining_time_in_millis", None),
                 margin_ms=self.settings.batch_time_margin_ms,
-                resume=resume,
-                continue_with=self.continue_with(context) if self.continue_with else None,
+                hand_off=self._hand_off(dest),
+                hand_off_bytes=self.settings.distributed_min_bytes,
             )
         except ObjectChanged as exc:
             # Not retryable: the newer object has its own event. Said loudly, never classified.
             logger.warning(str(exc))
             return {"status": "skipped", "reason": str(exc)}
 
+    def handle_distributed(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        """A step of the state machine: {"distributed": "plan"|"shard"|"merge", "job": ...}."""
+        from handler.batch import shards
+
+        step, job = event.get("distributed"), event.get("job")
+        if not isinstance(job, dict) or "work" not in job or "source" not in job:
+            raise MalformedEvent(f"distributed {step!r} event without a job from the plan")
+        digest = self.model.manifest_sha256
+        if step == "plan":
+            return shards.plan(job, self.store, digest)
+        if step == "shard":
+            item = event.get("shard")
+            if not isinstance(item, dict):
+                raise MalformedEvent("distributed 'shard' event without its 'shard' item")
+            return shards.shard(job, item, self.model.classifier, self.store, digest)
+        if step == "merge":
+            return shards.merge(job, self.store, digest)
+        raise UnsupportedEvent(f"unknown distributed step {step!r}: expected plan, shard or merge")
+
     def handle_s3(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"results": [self.process(ref, context) for ref in refs_from_s3_event(event)]}
 
     def handle_eventbridge(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"results": [self.process(ref, context) for ref in refs_from_eventbridge(event)]}
-
-    def handle_continuation(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        state = event["continuation"]
-        ref = ObjectRef(**state["source"])
-        return self.process(ref, context, resume=state)
 
     def handle_sns(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         """S3 notifications fanned out through SNS (S3 -> SNS -> Lambda)."""

@@ -61,9 +61,11 @@ def _valid_utf8(line: str) -> bool:
     return True
 
 
-def _lines(text: IO[str]) -> Iterator[tuple[str | None, str | None]]:
-    """(line, None) or (None, error) per physical line; an over-long line is skipped in chunks."""
-    first = True
+def _lines(text: IO[str], strip_bom: bool = True) -> Iterator[tuple[str | None, str | None]]:
+    """(line, None) or (None, error) per physical line; an over-long line is skipped in chunks.
+    A byte-order mark is dropped from the object's first line only (`strip_bom` is False for a
+    shard that starts inside the object)."""
+    first = strip_bom
     while True:
         line = text.readline(MAX_RECORD_CHARS + 1)
         if not line:
@@ -84,8 +86,8 @@ def _lines(text: IO[str]) -> Iterator[tuple[str | None, str | None]]:
             yield line, None
 
 
-def _jsonl(text: IO[str]) -> Iterator[Record]:
-    for n, (line, error) in enumerate(_lines(text), start=1):
+def _jsonl(text: IO[str], start: int = 1, strip_bom: bool = True) -> Iterator[Record]:
+    for n, (line, error) in enumerate(_lines(text, strip_bom), start=start):
         if line is None:
             yield Record(n, error=error)
             continue
@@ -109,8 +111,8 @@ def _jsonl(text: IO[str]) -> Iterator[Record]:
         yield Record(n, id=rid, text=value, error=error)
 
 
-def _txt(text: IO[str]) -> Iterator[Record]:
-    for n, (line, error) in enumerate(_lines(text), start=1):
+def _txt(text: IO[str], start: int = 1, strip_bom: bool = True) -> Iterator[Record]:
+    for n, (line, error) in enumerate(_lines(text, strip_bom), start=start):
         if line is None:
             yield Record(n, error=error)
         elif not line.strip():
@@ -119,7 +121,8 @@ def _txt(text: IO[str]) -> Iterator[Record]:
             yield Record(n, text=line)
 
 
-def _csv(text: IO[str]) -> Iterator[Record]:
+def _csv(text: IO[str], start: int = 1, strip_bom: bool = True) -> Iterator[Record]:
+    # Always the whole object (records may span lines): `start` is 1 and a BOM is stripped.
     csv.field_size_limit(MAX_RECORD_CHARS)
     reader = csv.reader(text, strict=True)
     try:
@@ -177,8 +180,15 @@ class Reader:
     stream itself (network, throttling) still raise, so that a retry can fix them.
     """
 
-    def __init__(self, stream: Any, fmt: str, gz: bool) -> None:
+    def __init__(
+        self, stream: Any, fmt: str, gz: bool, first_record: int = 1, strip_bom: bool = True
+    ) -> None:
+        """`first_record`/`strip_bom`: a byte range of a line-per-record object that starts at a
+        line boundary inside it (a shard) reads as the same records, numbered as in the whole."""
         self.fault: str | None = None
+        if first_record != 1 and fmt == ".csv":
+            raise ValueError("a CSV object is read from its start: records may span lines")
+        self._start, self._strip_bom = first_record, strip_bom
         binary: IO[bytes] = io.BufferedReader(_Raw(stream), buffer_size=_READ)
         self.gz = gz
         if gz:
@@ -192,7 +202,7 @@ class Reader:
 
     def __iter__(self) -> Iterator[Record]:
         try:
-            yield from self._parse(self._text)
+            yield from self._parse(self._text, self._start, self._strip_bom)
         except DataFault as exc:
             self.fault = str(exc)
         except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
@@ -203,3 +213,42 @@ class Reader:
 
 def records(stream: Any, fmt: str, gz: bool) -> Reader:
     return Reader(stream, fmt, gz)
+
+
+def line_per_record(fmt: str, gz: bool) -> bool:
+    """True when every physical line is one record and the bytes can be cut at any newline:
+    uncompressed JSON Lines and text (CSV records may span lines; gzip can't be entered midway)."""
+    return fmt in (".jsonl", ".txt") and not gz
+
+
+def line_ranges(
+    stream: Any, records_per_range: int, block: int = 8 << 20
+) -> tuple[list[tuple[int, int, int, int]], int]:
+    """Cut a line-per-record object into ranges of `records_per_range` records at newlines.
+
+    One pass over the bytes finding newlines (vectorised, no parsing). Returns
+    ([(first_record, records, start, end), ...], total_records) with byte ranges [start, end).
+    A last line without a newline is a record, as `Reader` reads it."""
+    import numpy as np
+
+    if records_per_range < 1:
+        raise ValueError("records_per_range must be at least 1")
+    ranges: list[tuple[int, int, int, int]] = []
+    start = offset = lines = 0  # range start byte; bytes and complete lines before this chunk
+    begun = 1  # the current range's first record
+    last = b"\n"
+    while chunk := stream.read(block):
+        newlines = np.flatnonzero(np.frombuffer(chunk, np.uint8) == 0x0A)
+        j = begun + records_per_range - 2 - lines  # index of the newline that ends the range
+        while j < len(newlines):
+            end = offset + int(newlines[j]) + 1
+            ranges.append((begun, records_per_range, start, end))
+            start, begun = end, begun + records_per_range
+            j += records_per_range
+        lines += len(newlines)
+        offset += len(chunk)
+        last = chunk[-1:]
+    total = lines + (last != b"\n")
+    if total >= begun:
+        ranges.append((begun, total - begun + 1, start, offset))
+    return ranges, total

@@ -1,14 +1,19 @@
-"""One object of texts -> one JSON Lines object of predictions and a summary, resumable.
+"""One object of texts -> one JSON Lines object of predictions and a summary.
 
 Storage is a Protocol (the S3 adapter implements it), so this module knows no AWS. Output is
 staged in a local temporary file and published with a single PUT, which S3 makes atomic: a
 reader sees the previous output or the complete new one, never a half-written object.
+
+An object too big for one invocation (at least the hand-off size, or found too slow when the
+time budget runs low) is handed to the distributed path (handler/batch/shards.py, run by a Step
+Functions Distributed Map), which writes the same bytes.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import re
 import tempfile
 import time
 from collections import Counter
@@ -24,8 +29,8 @@ from handler.observability import logger, record_prediction
 
 PREDICTIONS = ".predictions.jsonl"
 SUMMARY = ".summary.json"
-PARTIAL = ".partial.jsonl"
 LOW_CONFIDENCE = 0.7
+_LINE_NO = re.compile(r" \(line \d+\)$")
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class ObjectRef:
     key: str
     version_id: str | None = None
     etag: str | None = None
+    size: int | None = None  # bytes, when known (the pinned object's Content-Length)
 
 
 @dataclass(frozen=True)
@@ -49,13 +55,12 @@ class Destination:
 class Store(Protocol):
     def open(self, ref: ObjectRef) -> tuple[Any, ObjectRef]: ...
     def upload_file(self, bucket: str, key: str, path: str, content_type: str) -> None: ...
-    def put_json(self, bucket: str, key: str, data: dict[str, Any]) -> None: ...
-    def get_json(self, bucket: str, key: str) -> dict[str, Any] | None: ...
-    def download_file(self, bucket: str, key: str, path: str) -> bool: ...
-    def delete(self, bucket: str, key: str) -> None: ...
+    def put_json(self, bucket: str, key: str, data: Any) -> None: ...
+    def get_json(self, bucket: str, key: str) -> Any: ...
 
 
-Continue = Callable[[dict[str, Any]], None]
+# (the pinned object, why: "size" or "time") -> what the hand-off started
+HandOff = Callable[[ObjectRef, str], dict[str, Any]]
 
 
 def _line(record: Record, prediction: dict[str, Any] | None, truncated: bool) -> dict[str, Any]:
@@ -114,17 +119,97 @@ class Progress:
     errors: int = 0
     truncated: int = 0
     low_confidence: int = 0
-    invocations: int = 1
 
     def add(self, lines: list[dict[str, Any]], kinds: Counter[str]) -> None:
         for line in lines:
             self.records += 1
             if "error" in line:
                 self.errors += 1
-                kinds[line["error"].split(":")[0]] += 1
+                # A kind, not an instance: "malformed CSV row (line 7)" counts as its kind.
+                kinds[_LINE_NO.sub("", line["error"].split(":")[0])] += 1
             else:
                 self.truncated += bool(line["truncated"])
                 self.low_confidence += line["score"] < LOW_CONFIDENCE
+
+
+def already_done(
+    store: Store, dest: Destination, ref: ObjectRef, model_digest: str | None
+) -> dict[str, Any] | None:
+    """The complete summary of this very object (ETag) and model, if one was published."""
+    if not ref.etag:
+        return None
+    done: dict[str, Any] | None = store.get_json(dest.bucket, dest.key(ref.key, SUMMARY))
+    # A new model must reclassify: the summary records the digest it was made with.
+    if (
+        done is not None
+        and done.get("complete")
+        and done.get("source", {}).get("etag") == ref.etag
+        and done.get("model_sha256") == model_digest
+    ):
+        return done
+    return None
+
+
+def classify_into(
+    out: IO[bytes],
+    items: Iterator[Record],
+    classifier: Classifier,
+    progress: Progress,
+    kinds: Counter[str],
+    chunk_size: int,
+    stop: Callable[[], bool] | None = None,
+) -> bool:
+    """Classify records into `out`, one line each, in order. False when `stop()` said so with
+    records still to do (checked between chunks); True when every record is written."""
+    chunks = _chunks(items, chunk_size)
+    chunk = next(chunks, None)
+    while chunk is not None:
+        t0 = time.perf_counter()
+        lines, tokens = classify_chunk(classifier, chunk)
+        _write(out, lines)
+        progress.add(lines, kinds)
+        _record(lines, tokens, t0)
+        chunk = next(chunks, None)  # look ahead: never stop with nothing left to do
+        if chunk is not None and stop is not None and stop():
+            return False
+    return True
+
+
+def summarize(
+    pinned: ObjectRef,
+    fmt: str,
+    gz: bool,
+    dest: Destination,
+    progress: Progress,
+    kinds: Counter[str] | dict[str, int],
+    fault: str | None,
+    model_digest: str | None,
+    seconds: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The summary both paths publish for an object (the distributed one adds its shards)."""
+    summary = {
+        "complete": True,
+        "source": asdict(pinned),
+        "format": fmt + (".gz" if gz else ""),
+        "output": {"bucket": dest.bucket, "key": dest.key(pinned.key, PREDICTIONS)},
+        "records": progress.records,
+        "classified": progress.records - progress.errors,
+        "errors": progress.errors,
+        "error_kinds": dict(kinds),
+        "truncated": progress.truncated,
+        "low_confidence": progress.low_confidence,
+        **extra,
+        "duration_s": round(seconds, 3),
+        "model_sha256": model_digest,
+        # A data fault ended reading: every record before it is in the output; not retried.
+        "object_incomplete": fault is not None,
+    }
+    if fault is not None:
+        data_fault = {"error": fault, "record": progress.records + 1}
+        summary["data_fault"] = data_fault
+        logger.warning("object ended by a data fault", extra=data_fault)
+    return summary
 
 
 def run(
@@ -137,95 +222,68 @@ def run(
     chunk_size: int = 64,
     time_left_ms: Callable[[], int] | None = None,
     margin_ms: int = 30_000,
-    resume: dict[str, Any] | None = None,
-    continue_with: Continue | None = None,
+    hand_off: HandOff | None = None,
+    hand_off_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """Classify every record of `ref`. Returns the summary (or a 'continued' status when the
-    time budget ran out and a follow-up invocation was asked to resume from a checkpoint)."""
+    """Classify every record of `ref` in this invocation, or hand the object to the distributed
+    path: at once when it has at least `hand_off_bytes`, or when less than `margin_ms` is left
+    with records still to do (the lines so far are dropped; the shards redo them)."""
     started = time.perf_counter()
     fmt, gz = detect(ref.key)
     out_key = dest.key(ref.key, PREDICTIONS)
-    summary_key = dest.key(ref.key, SUMMARY)
-    partial_key = dest.key(ref.key, PARTIAL)
 
-    if resume is None and ref.etag:
-        done = store.get_json(dest.bucket, summary_key)
-        # A new model must reclassify: the summary records the digest it was made with.
-        if (
-            done is not None
-            and done.get("complete")
-            and done.get("source", {}).get("etag") == ref.etag
-            and done.get("model_sha256") == model_digest
-        ):
-            logger.info("already classified: repeated event", extra={"key": out_key})
-            return {**done, "status": "already_done"}
+    done = already_done(store, dest, ref, model_digest)
+    if done is not None:
+        logger.info("already classified: repeated event", extra={"key": out_key})
+        return {**done, "status": "already_done"}
 
     stream, pinned = store.open(ref)  # pinned: the exact version/etag being read
-    progress = Progress(**resume["progress"]) if resume else Progress()
-    if resume:
-        progress.invocations += 1
-    kinds: Counter[str] = Counter(resume.get("error_kinds", {}) if resume else {})
-    skip = progress.records
+    if (
+        hand_off is not None
+        and hand_off_bytes is not None
+        and pinned.size is not None
+        and pinned.size >= hand_off_bytes
+    ):
+        getattr(stream, "close", lambda: None)()
+        return hand_off(pinned, "size")
+
+    def out_of_time() -> bool:
+        return hand_off is not None and time_left_ms is not None and time_left_ms() < margin_ms
+
+    progress, kinds = Progress(), Counter[str]()
     fd, path = tempfile.mkstemp(prefix="predictions-", suffix=".jsonl")
     os.close(fd)
     try:
-        # The lines already written by earlier invocations come first (download replaces the file).
-        if resume and skip and not store.download_file(dest.bucket, partial_key, path):
-            raise RuntimeError(f"checkpoint {partial_key} is missing: cannot resume")
-        with open(path, "ab") as out:
+        with open(path, "wb") as out:
             reader = records(stream, fmt, gz)
-            items = itertools.islice(iter(reader), skip, None)
-            chunks = _chunks(items, chunk_size)
-            chunk = next(chunks, None)
-            while chunk is not None:
-                t0 = time.perf_counter()
-                lines, tokens = classify_chunk(classifier, chunk)
-                _write(out, lines)
-                progress.add(lines, kinds)
-                _record(lines, tokens, t0)
-                chunk = next(chunks, None)  # look ahead: never hand over an empty remainder
-                if (
-                    chunk is not None
-                    and time_left_ms is not None
-                    and continue_with is not None
-                    and time_left_ms() < margin_ms
-                ):
-                    out.flush()
-                    store.upload_file(dest.bucket, partial_key, path, "application/x-ndjson")
-                    state = {"progress": asdict(progress), "error_kinds": dict(kinds)}
-                    continue_with({"continuation": {"source": asdict(pinned), **state}})
-                    logger.info(
-                        "time budget spent: continuing in a new invocation",
-                        extra={"records_done": progress.records},
-                    )
-                    return {"status": "continued", "records_done": progress.records}
+            finished = classify_into(
+                out, iter(reader), classifier, progress, kinds, chunk_size, out_of_time
+            )
+        if not finished:
+            assert hand_off is not None
+            getattr(stream, "close", lambda: None)()
+            logger.warning(
+                "time budget spent before the object was done: handing it to the distributed "
+                "path (lower the hand-off size so objects like it go there at once)",
+                extra={"records_done": progress.records, "bytes": pinned.size},
+            )
+            return hand_off(pinned, "time")
         store.upload_file(dest.bucket, out_key, path, "application/x-ndjson")
     finally:
         os.unlink(path)
-    summary = {
-        "complete": True,
-        "source": asdict(pinned),
-        "format": fmt + (".gz" if gz else ""),
-        "output": {"bucket": dest.bucket, "key": out_key},
-        "records": progress.records,
-        "classified": progress.records - progress.errors,
-        "errors": progress.errors,
-        "error_kinds": dict(kinds),
-        "truncated": progress.truncated,
-        "low_confidence": progress.low_confidence,
-        "invocations": progress.invocations,
-        "duration_s": round(time.perf_counter() - started, 3),
-        "model_sha256": model_digest,
-        # A data fault ended reading: every record before it is in the output; not retried.
-        "object_incomplete": reader.fault is not None,
-    }
-    if reader.fault is not None:
-        fault = {"error": reader.fault, "record": progress.records + 1}
-        summary["data_fault"] = fault
-        logger.warning("object ended by a data fault", extra=fault)
-    store.put_json(dest.bucket, summary_key, summary)
-    if resume:
-        store.delete(dest.bucket, partial_key)
+    summary = summarize(
+        pinned,
+        fmt,
+        gz,
+        dest,
+        progress,
+        kinds,
+        reader.fault,
+        model_digest,
+        time.perf_counter() - started,
+        mode="single",
+    )
+    store.put_json(dest.bucket, dest.key(ref.key, SUMMARY), summary)
     return {**summary, "status": "done"}
 
 

@@ -228,29 +228,67 @@ class ShortContext(LocalContext):
         return 1
 
 
-def test_object_too_big_for_one_invocation_continues_from_a_checkpoint(batch: Batch) -> None:
-    key = "incoming/big.jsonl"
+def _with_state_machine(batch: Batch, monkeypatch: pytest.MonkeyPatch, **changes: Any) -> str:
+    """A state machine on the same moto (in-process or server) and the batch function set to
+    hand big objects to it; returns its ARN."""
+    import dataclasses
+
+    import boto3
+
+    endpoint = batch.client.meta.endpoint_url
+    kwargs = {} if "amazonaws.com" in endpoint else {"endpoint_url": endpoint}
+    if kwargs:  # the server: the function's own Step Functions client goes there too
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SFN", endpoint)
+    iam = boto3.client("iam", region_name="us-east-1", **kwargs)
+    role = iam.create_role(RoleName="shards-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    sfn = boto3.client("stepfunctions", region_name="us-east-1", **kwargs)
+    arn: str = sfn.create_state_machine(
+        name="shards",
+        roleArn=role,
+        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+    )["stateMachineArn"]
+    settings = dataclasses.replace(batch.settings, state_machine_arn=arn, **changes)
+    batch.function.batch.settings = settings
+    return arn
+
+
+def test_an_object_out_of_time_is_handed_to_the_state_machine_once(
+    batch: Batch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arn = _with_state_machine(batch, monkeypatch)
+    key = "incoming/slow.jsonl"
     content = "".join(json.dumps({"id": i, "text": GOOD[i % 5]}) + "\n" for i in range(22))
     event = batch.upload(key, content)
-    handed_over: list[dict[str, Any]] = []
-    batch.function.batch.continue_with = lambda context: handed_over.append
     result = batch.invoke(event, ShortContext())["results"][0]
-    assert result == {"status": "continued", "records_done": 4}
-    hops = 1
-    while handed_over:
-        follow_up = handed_over.pop()
-        assert follow_up["continuation"]["source"]["key"] == key
-        result = batch.invoke(follow_up, ShortContext())
-        hops += 1
-    assert result["status"] == "done" and hops == 6  # 22 records, 4 per chunk
-    out = batch.output(key)
-    assert [ln["record"] for ln in out] == list(range(1, 23))
-    assert [ln["id"] for ln in out] == list(range(22))
-    assert [ln["label"] for ln in out] == [EXPECTED[i % 5] for i in range(22)]
-    summary = batch.summary(key)
-    assert summary["records"] == 22 and summary["invocations"] == 6
-    keys = [o["Key"] for o in batch.client.list_objects_v2(Bucket=OUTPUT)["Contents"]]
-    assert not any(k.endswith(".partial.jsonl") for k in keys)
+    assert result["status"] == "distributed" and result["why"] == "time"
+    assert result["execution"].startswith(arn.replace(":stateMachine:", ":execution:"))
+    assert "Contents" not in batch.client.list_objects_v2(Bucket=OUTPUT)  # nothing half-written
+    # The same event again (S3 delivers at least once): the execution has it, nothing starts.
+    again = batch.invoke(event, ShortContext())["results"][0]
+    assert again["status"] == "already_started" and again["execution"] == result["execution"]
+    # Plenty of time: the object completes here, in one invocation.
+    done = batch.invoke(event)["results"][0]
+    assert done["status"] == "done" and done["mode"] == "single" and done["records"] == 22
+
+
+def test_an_object_over_the_size_threshold_goes_to_the_state_machine_unread(
+    batch: Batch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _with_state_machine(batch, monkeypatch, distributed_min_bytes=100)
+    small = batch.upload("incoming/small.txt", "great\n" * 10)  # 60 bytes
+    big = batch.upload("incoming/big.txt", "great\n" * 20)  # 120 bytes
+    assert batch.invoke(small)["results"][0]["mode"] == "single"
+    handed = batch.invoke(big)["results"][0]
+    assert handed["status"] == "distributed" and handed["why"] == "size"
+    assert handed["source"]["size"] == 120 and handed["source"]["etag"]
+
+
+def test_without_a_state_machine_an_object_runs_to_the_end(batch: Batch) -> None:
+    """Local tools and functions without STATE_MACHINE_ARN have nowhere to hand over to."""
+    key = "incoming/local.txt"
+    result = batch.invoke(batch.upload(key, "great\nawful\n" * 11), ShortContext())
+    assert result["results"][0]["status"] == "done"
+    assert [ln["record"] for ln in batch.output(key)] == list(range(1, 23))
 
 
 def test_sns_fan_out_direct_and_through_sqs(batch: Batch) -> None:

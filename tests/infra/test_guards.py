@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.infra.test_templates import IMAGE_URI, ROOT
+from tests.infra import sam
+from tests.infra.test_templates import ROOT
 
 TEMPLATE = ROOT / "infra" / "template.yaml"
 MODES: dict[str, dict[str, Any]] = {
@@ -43,21 +44,10 @@ def with_defaults(values: dict[str, Any]) -> str:
 
 
 def _transform(text: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    from samtranslator.translator.transform import transform
     from samtranslator.yaml_helper import yaml_parse
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    doc = yaml_parse(text)
-    for resource in doc["Resources"].values():
-        if resource["Type"] == "AWS::Serverless::Function":
-            resource["Properties"]["ImageUri"] = IMAGE_URI
-
-    class NoManagedPolicies:
-        def load(self) -> dict[str, str]:
-            return {}
-
-    out: dict[str, Any] = transform(doc, {}, NoManagedPolicies())
-    return out
+    return sam.transform(yaml_parse(text))
 
 
 def resolve(template: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from tests.infra import sam
+
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = [ROOT / "infra" / "template.yaml", ROOT / "infra" / "template-zip.yaml"]
-IMAGE_URI = "123456789012.dkr.ecr.us-east-1.amazonaws.com/text-classifier:python3.12-v1"
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)
@@ -25,26 +26,10 @@ def test_cfn_lint_is_clean(template: Path) -> None:
 
 
 def _transform(template: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    from samtranslator.translator.transform import transform
     from samtranslator.yaml_helper import yaml_parse
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    doc = yaml_parse(template.read_text())
-    for resource in doc["Resources"].values():
-        props = resource.get("Properties", {})
-        # What `sam build` / `sam package` fill in: the pushed image, the uploaded zips.
-        if resource["Type"] == "AWS::Serverless::Function" and props.get("PackageType") == "Image":
-            props["ImageUri"] = IMAGE_URI
-        for key in ("CodeUri", "ContentUri"):
-            if isinstance(props.get(key), str):
-                props[key] = {"Bucket": "artifacts", "Key": Path(props[key]).name + ".zip"}
-
-    class NoManagedPolicies:
-        def load(self) -> dict[str, str]:
-            return {}
-
-    out: dict[str, Any] = transform(doc, {}, NoManagedPolicies())
-    return out
+    return sam.transform(yaml_parse(template.read_text()))
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)
@@ -90,37 +75,107 @@ def test_image_template_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
     } <= set(out["Outputs"])
 
 
-def test_iam_is_least_privilege(monkeypatch: pytest.MonkeyPatch) -> None:
-    out = _transform(TEMPLATES[0], monkeypatch)
-    statements = [
-        s
-        for name, r in out["Resources"].items()
-        if r["Type"] == "AWS::IAM::Role"
-        for p in r["Properties"].get("Policies", [])
-        for s in p["PolicyDocument"]["Statement"]
-    ]
-    text = json.dumps(statements)
-    assert '"s3:*"' not in text and '"*"' not in text
-    assert not re.search(r'"Resource": "\*"', text)
-    actions = {
+def _role_statements(out: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    props = out["Resources"][role]["Properties"]
+    return [s for p in props.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+
+
+def _actions(statements: list[dict[str, Any]]) -> set[str]:
+    return {
         a
         for s in statements
         for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
     }
-    assert actions <= {
+
+
+def test_iam_is_least_privilege(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = _transform(TEMPLATES[0], monkeypatch)
+    roles = [n for n, r in out["Resources"].items() if r["Type"] == "AWS::IAM::Role"]
+    text = json.dumps([_role_statements(out, r) for r in roles])
+    assert '"s3:*"' not in text and '"states:*"' not in text and '"*"' not in text
+    assert not re.search(r'"Resource": "\*"', text)
+    batch = _role_statements(out, "BatchFunctionRole")
+    # No self-invocation any more: big objects go to the state machine, by its name only.
+    assert _actions(batch) <= {
         "s3:GetObject",
         "s3:GetObjectVersion",
         "s3:PutObject",
         "s3:DeleteObject",
         "s3:AbortMultipartUpload",
         "s3:ListBucket",
-        "lambda:InvokeFunction",
-        "sqs:SendMessage",
+        "states:StartExecution",
+        "states:DescribeExecution",
+        "sqs:SendMessage",  # the on-failure destination
     }
+    for statement in batch:
+        if any(a.startswith("states:") for a in _actions([statement])):
+            assert "${AWS::StackName}-shards" in json.dumps(statement["Resource"])
+    machine = _role_statements(out, "ShardsStateMachineRole")
+    assert _actions(machine) == {
+        "lambda:InvokeFunction",
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:ListMultipartUploadParts",
+        "s3:AbortMultipartUpload",
+        "states:StartExecution",
+        "states:DescribeExecution",
+        "states:StopExecution",
+        "states:RedriveExecution",
+    }
+    for statement in machine:
+        resource = json.dumps(statement["Resource"])
+        if "lambda:InvokeFunction" in _actions([statement]):
+            assert statement["Resource"] == {"Fn::GetAtt": ["BatchFunction", "Arn"]}
+        elif any(a.startswith("s3:") for a in _actions([statement])):
+            assert "${OutputBucket.Arn}/_work/*" in resource  # work files only, not outputs
+        else:
+            assert "${AWS::StackName}-shards" in resource
     api_role = out["Resources"]["ApiFunctionRole"]["Properties"]
     assert "Policies" not in api_role or not any(
-        "s3:" in json.dumps(p) for p in api_role["Policies"]
+        "s3:" in json.dumps(p) or "states:" in json.dumps(p) for p in api_role["Policies"]
     )
+
+
+def test_failed_executions_reach_the_failure_queue_and_an_alarm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = _transform(TEMPLATES[0], monkeypatch)
+    res = out["Resources"]
+    rule = res["ShardsFailedRule"]["Properties"]
+    assert rule["EventPattern"]["detail"]["status"] == ["FAILED", "TIMED_OUT", "ABORTED"]
+    assert rule["EventPattern"]["detail"]["stateMachineArn"] == [{"Ref": "ShardsStateMachine"}]
+    assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": ["BatchFailureQueue", "Arn"]}
+    policy = res["BatchFailureQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    assert policy["Principal"] == {"Service": "events.amazonaws.com"}
+    assert policy["Condition"]["ArnEquals"]["aws:SourceArn"] == {
+        "Fn::GetAtt": ["ShardsFailedRule", "Arn"]
+    }
+    alarm = json.dumps(res["ShardsExecutionsFailedAlarm"]["Properties"])
+    assert "ExecutionsFailed" in alarm and "ExecutionsTimedOut" in alarm
+
+
+def test_the_state_machine_definition_is_the_one_the_tests_execute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The template's state machine is infra/statemachine/shards.asl.json (what the distributed
+    tests run in moto), every placeholder in it is substituted, and it calls the batch function,
+    whose environment points back at it by name."""
+    from samtranslator.yaml_helper import yaml_parse
+
+    doc = yaml_parse(TEMPLATES[0].read_text())
+    props = doc["Resources"]["ShardsStateMachine"]["Properties"]
+    asl = (TEMPLATES[0].parent / props["DefinitionUri"]).read_text()
+    placeholders = set(re.findall(r"\$\{(\w+)\}", asl))
+    assert placeholders == set(props["DefinitionSubstitutions"])
+    assert props["DefinitionSubstitutions"]["BatchFunctionArn"] == {
+        "Fn::GetAtt": ["BatchFunction", "Arn"]
+    }
+    name = props["Name"]["Fn::Sub"]
+    env = doc["Resources"]["BatchFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["STATE_MACHINE_ARN"]["Fn::Sub"].endswith(f":stateMachine:{name}")
+    assert props["DefinitionSubstitutions"]["WorkPrefix"] == env["WORK_PREFIX"]
+    out = _transform(TEMPLATES[0], monkeypatch)
+    assert out["Resources"]["ShardsStateMachine"]["Type"] == "AWS::StepFunctions::StateMachine"
 
 
 def test_zip_template_uses_the_layer_and_snapstart(monkeypatch: pytest.MonkeyPatch) -> None:

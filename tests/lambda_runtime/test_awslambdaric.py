@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from handler.adapters.runtime_api import FUNCTION_ARN, RuntimeAPI
+from handler.adapters.runtime_api import RuntimeAPI
 from tests.conftest import load_event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,12 +53,9 @@ class Runtime:
         return outcome.body
 
 
-def start(model_dir: Path, self_invoke: bool = False, **env: str) -> Runtime:
-    """awslambdaric against a fresh emulator. With self_invoke, the function's Lambda client
-    (AWS_ENDPOINT_URL_LAMBDA) talks to the same emulator, which records Invoke API calls."""
+def start(model_dir: Path, **env: str) -> Runtime:
+    """awslambdaric against a fresh emulator."""
     api = RuntimeAPI().start()
-    if self_invoke:
-        env["AWS_ENDPOINT_URL_LAMBDA"] = f"http://{api.address}"
     assert LAMBDA_PYTHON is not None
     process = subprocess.Popen(
         [LAMBDA_PYTHON, "-m", "awslambdaric", "handler.lambda_handler"],
@@ -130,21 +127,31 @@ def test_a_bad_model_dir_is_an_init_error_naming_it(tmp_path: Path) -> None:
 def test_the_deadline_header_is_the_batch_paths_time_budget(
     tiny_model: Path, moto_server: str
 ) -> None:
-    """Lambda-Runtime-Deadline-Ms -> context.get_remaining_time_in_millis -> the job's checkpoint.
-    With 30 s left and a 60 s margin the job hands over after its first chunk, invoking its own
-    ARN asynchronously with a continuation (observed through the emulator's Invoke API); with
-    900 s left the same object completes in one invocation."""
+    """Lambda-Runtime-Deadline-Ms -> context.get_remaining_time_in_millis -> the job's budget.
+    With 30 s left and a 60 s margin the job stops after its first chunk and hands the object to
+    the state machine (a Step Functions execution on the moto server, named for the object and
+    model); with 900 s left the same object completes in one invocation."""
     import boto3
 
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=moto_server,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    clients = {
+        name: boto3.client(
+            name,
+            endpoint_url=moto_server,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        for name in ("s3", "stepfunctions", "iam")
+    }
+    s3, sfn = clients["s3"], clients["stepfunctions"]
     for bucket in ("ric-in", "ric-out"):
         s3.create_bucket(Bucket=bucket)
+    role = clients["iam"].create_role(RoleName="ric-sfn", AssumeRolePolicyDocument="{}")
+    machine = sfn.create_state_machine(
+        name="ric-shards",
+        roleArn=role["Role"]["Arn"],
+        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+    )["stateMachineArn"]
     texts = "".join(("great fun\n" if i % 2 else "awful plot\n") for i in range(40))
     s3.put_object(Bucket="ric-in", Key="texts.txt", Body=texts.encode())
     etag = s3.head_object(Bucket="ric-in", Key="texts.txt")["ETag"].strip('"')
@@ -153,29 +160,28 @@ def test_the_deadline_header_is_the_batch_paths_time_budget(
     rec["bucket"]["name"], rec["object"]["key"], rec["object"]["eTag"] = "ric-in", "texts.txt", etag
     rt = start(
         tiny_model,
-        self_invoke=True,
         AWS_ENDPOINT_URL_S3=moto_server,
+        AWS_ENDPOINT_URL_SFN=moto_server,
+        STATE_MACHINE_ARN=machine,
         INPUT_BUCKET="ric-in",
         OUTPUT_BUCKET="ric-out",
         BATCH_CHUNK_SIZE="4",
         BATCH_TIME_MARGIN_MS="60000",
     )
     try:
-        handed = rt.invoke(event, time_left_s=30)
-        assert handed["results"][0] == {"status": "continued", "records_done": 4}
-        invoke = rt.api.invokes[0]
-        assert invoke["function"] == FUNCTION_ARN and invoke["type"] == "Event"
-        continuation = invoke["payload"]
-        assert continuation["continuation"]["progress"]["records"] == 4
-        done = rt.invoke(continuation, time_left_s=900)
-        assert done["status"] == "done" and done["records"] == 40
+        handed = rt.invoke(event, time_left_s=30)["results"][0]
+        assert handed["status"] == "distributed" and handed["why"] == "time"
+        executions = sfn.list_executions(stateMachineArn=machine)["executions"]
+        assert [e["executionArn"] for e in executions] == [handed["execution"]]
+        started = json.loads(sfn.describe_execution(executionArn=handed["execution"])["input"])
+        assert started["job"]["source"]["etag"] == etag and started["job"]["format"] == ".txt"
+        assert "Contents" not in s3.list_objects_v2(Bucket="ric-out")  # nothing half-written
+        done = rt.invoke(event, time_left_s=900)["results"][0]
+        assert done["status"] == "done" and done["records"] == 40 and done["mode"] == "single"
         lines = s3.get_object(Bucket="ric-out", Key="texts.txt.predictions.jsonl")["Body"]
         records = [json.loads(line)["record"] for line in lines.read().splitlines()]
         assert records == list(range(1, 41))
-        s3.delete_object(Bucket="ric-out", Key="texts.txt.summary.json")
-        again = rt.invoke(event, time_left_s=900)
-        assert again["results"][0]["status"] == "done"
-        assert len(rt.api.invokes) == 1  # plenty of time: no hand-over
+        assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1
     finally:
         rt.process.kill()
         rt.process.wait(timeout=10)

@@ -1,0 +1,308 @@
+"""The distributed path for objects too big for one invocation: plan -> shards -> merge.
+
+A Step Functions Distributed Map (infra/statemachine/shards.asl.json) runs these three steps in
+the batch function; this module knows no AWS (the store is the S3 adapter, or a fake).
+
+- plan: cuts the object into shards of `shard_records` records and writes the shard list as a
+  JSON array (what the Map's ItemReader reads) and the plan (record count, data fault).
+  * uncompressed .jsonl/.txt: byte ranges at newlines, found in one pass without parsing; every
+    shard reads its range of the very version the event announced (a ranged GET).
+  * .csv (records may span lines) and every .gz (a gzip stream cannot be entered midway): the
+    plan reads the object once with the same reader as the single path and writes each shard's
+    parsed records to a chunk object, so numbering, error texts (CSV line numbers) and the data
+    fault are exactly the single path's.
+- shard: classifies its records into a part object (the output lines, global record numbers)
+  and a small stats object. Deterministic: a retried shard writes the same bytes.
+- merge: sums the stats, publishes the parts as one object (multipart upload: UploadPartCopy
+  for parts of 5 MiB or more, smaller neighbours joined), then the summary, then deletes the
+  work files. The output is byte-identical to the single path's for the same object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any, Protocol
+
+from handler import strict_json
+from handler.batch.formats import Reader, Record, _Raw, line_per_record, line_ranges, records
+from handler.batch.job import (
+    PREDICTIONS,
+    SUMMARY,
+    Destination,
+    ObjectRef,
+    Progress,
+    Store,
+    already_done,
+    classify_into,
+    summarize,
+)
+from handler.errors import ModelChanged, ObjectChanged, ShardMismatch
+from handler.inference import Classifier
+from handler.observability import logger
+
+NDJSON = "application/x-ndjson"
+
+
+class ShardStore(Store, Protocol):
+    def open_range(self, ref: ObjectRef, start: int, end: int) -> Any: ...
+    def assemble(
+        self, bucket: str, key: str, parts: list[tuple[str, str, int]], content_type: str
+    ) -> dict[str, int]: ...
+    def delete_prefix(self, bucket: str, prefix: str) -> int: ...
+
+
+def job_id(source: ObjectRef, model_digest: str | None, shard_records: int, chunk: int) -> str:
+    """The same object (version/ETag), model, shard and chunk size always make the same job."""
+    key = json.dumps(
+        [
+            source.bucket,
+            source.key,
+            source.version_id,
+            source.etag,
+            model_digest,
+            shard_records,
+            chunk,
+        ]
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def execution_name(job: dict[str, Any]) -> str:
+    """A Step Functions execution name (<= 80 of [A-Za-z0-9_-]) unique to the job, readable."""
+    tail = re.sub(r"[^A-Za-z0-9_-]+", "-", job["source"]["key"].rsplit("/", 1)[-1])[-40:]
+    return f"{tail.strip('-') or 'object'}-{job['id']}"
+
+
+def make_job(
+    pinned: ObjectRef,
+    fmt: str,
+    gz: bool,
+    dest: Destination,
+    work_bucket: str,
+    work_prefix: str,
+    model_digest: str | None,
+    shard_records: int,
+    chunk_size: int,
+) -> dict[str, Any]:
+    # Shards start at chunk boundaries: every record then meets the same batch-mates as in the
+    # single path (the same padded shapes, so the same float sums to the last bit).
+    shard_records = -(-shard_records // chunk_size) * chunk_size
+    jid = job_id(pinned, model_digest, shard_records, chunk_size)
+    return {
+        "id": jid,
+        "source": asdict(pinned),
+        "format": fmt,
+        "gz": gz,
+        "output": {"bucket": dest.bucket, "prefix": dest.prefix},
+        "work": {"bucket": work_bucket, "prefix": f"{work_prefix}{jid}/"},
+        "model_sha256": model_digest,
+        "shard_records": shard_records,
+        "chunk_size": chunk_size,
+    }
+
+
+def _work_key(job: dict[str, Any], name: str) -> str:
+    return f"{job['work']['prefix']}{name}"
+
+
+def _part_key(job: dict[str, Any], index: int, suffix: str) -> str:
+    return _work_key(job, f"parts/{index:06d}{suffix}")
+
+
+def _dest(job: dict[str, Any]) -> Destination:
+    return Destination(job["output"]["bucket"], job["output"]["prefix"])
+
+
+def _check_model(job: dict[str, Any], model_digest: str | None) -> None:
+    if job["model_sha256"] != model_digest:
+        raise ModelChanged(
+            f"job {job['id']} was planned for model {job['model_sha256']} but this function "
+            f"serves {model_digest}: its shards would mix two models' answers. Deploy one model, "
+            "then re-run the object (upload it again, or start the state machine again)"
+        )
+
+
+def _record_line(record: Record) -> bytes:
+    # ensure_ascii: a text that came from JSON may hold lone surrogates (\ud800), kept as escapes.
+    fields = {k: v for k, v in asdict(record).items() if v is not None}
+    return json.dumps(fields, ensure_ascii=True, allow_nan=False).encode() + b"\n"
+
+
+def _chunk_records(stream: Any) -> Iterator[Record]:
+    for line in io.BufferedReader(_Raw(stream), buffer_size=1 << 16):
+        yield Record(**strict_json.loads(line.decode()))
+
+
+def plan(job: dict[str, Any], store: ShardStore, model_digest: str | None) -> dict[str, Any]:
+    """Cut the object into shards; write the shard list (the Map's items) and the plan."""
+    _check_model(job, model_digest)
+    ref = ObjectRef(**job["source"])
+    work_bucket, per = job["work"]["bucket"], job["shard_records"]
+    manifest = {"bucket": work_bucket, "key": _work_key(job, "shards.json")}
+    try:
+        stream, pinned = store.open(ref)
+    except ObjectChanged as exc:
+        # A newer object replaced it (unversioned bucket): that object's own event has it.
+        logger.warning(str(exc))
+        store.put_json(work_bucket, manifest["key"], [])
+        return {"manifest": manifest, "shards": 0, "records": 0, "skipped": str(exc)}
+    shards: list[dict[str, Any]] = []
+    fault: str | None = None
+    if line_per_record(job["format"], job["gz"]):
+        ranges, total = line_ranges(stream, per)
+        for i, (first, count, start, end) in enumerate(ranges):
+            shards.append(
+                {"index": i, "first_record": first, "records": count, "range": [start, end]}
+            )
+    else:
+        reader = records(stream, job["format"], job["gz"])
+        total = 0
+        batch: list[bytes] = []
+        for record in reader:
+            batch.append(_record_line(record))
+            total += 1
+            if len(batch) == per:
+                shards.append(_upload_chunk(job, store, batch, len(shards), total))
+                batch = []
+        if batch:
+            shards.append(_upload_chunk(job, store, batch, len(shards), total))
+        fault = reader.fault
+    store.put_json(work_bucket, manifest["key"], shards)
+    store.put_json(
+        work_bucket,
+        _work_key(job, "plan.json"),
+        {
+            "source": asdict(pinned),
+            "records": total,
+            "shards": len(shards),
+            "fault": fault,
+            "planned_at": time.time(),
+        },
+    )
+    logger.info("planned", extra={"job": job["id"], "records": total, "shards": len(shards)})
+    return {"manifest": manifest, "shards": len(shards), "records": total}
+
+
+def _upload_chunk(
+    job: dict[str, Any], store: ShardStore, lines: list[bytes], index: int, total: int
+) -> dict[str, Any]:
+    """One shard's parsed records as a chunk object (staged in /tmp, as the output is)."""
+    key = _work_key(job, f"chunks/{index:06d}.jsonl")
+    fd, path = tempfile.mkstemp(prefix="chunk-", suffix=".jsonl")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.writelines(lines)
+        store.upload_file(job["work"]["bucket"], key, path, NDJSON)
+    finally:
+        os.unlink(path)
+    return {
+        "index": index,
+        "first_record": total - len(lines) + 1,
+        "records": len(lines),
+        "chunk": key,
+    }
+
+
+def shard(
+    job: dict[str, Any],
+    item: dict[str, Any],
+    classifier: Classifier,
+    store: ShardStore,
+    model_digest: str | None,
+) -> dict[str, Any]:
+    """Classify one shard into its part object and stats; the same bytes on every retry."""
+    _check_model(job, model_digest)
+    started = time.perf_counter()
+    index = item["index"]
+    if "range" in item:
+        start, end = item["range"]
+        stream = store.open_range(ObjectRef(**job["source"]), start, end)
+        # The same reader as the single path, numbering from the shard's first record; a BOM
+        # is the object's, so only the shard at byte 0 drops one.
+        reader = Reader(stream, job["format"], False, item["first_record"], strip_bom=start == 0)
+        items: Iterator[Record] = iter(reader)
+    else:
+        stream, _ = store.open(ObjectRef(job["work"]["bucket"], item["chunk"]))
+        items = _chunk_records(stream)
+    progress, kinds = Progress(), Counter[str]()
+    fd, path = tempfile.mkstemp(prefix="part-", suffix=".jsonl")
+    os.close(fd)
+    try:
+        with open(path, "wb") as out:
+            classify_into(out, items, classifier, progress, kinds, job["chunk_size"])
+        if progress.records != item["records"]:
+            raise ShardMismatch(
+                f"shard {index} of job {job['id']} read {progress.records} records, its plan "
+                f"counted {item['records']}: the object's bytes are not what was planned"
+            )
+        size = os.path.getsize(path)
+        store.upload_file(job["work"]["bucket"], _part_key(job, index, ".jsonl"), path, NDJSON)
+    finally:
+        os.unlink(path)
+    stats = {**asdict(progress), "error_kinds": dict(kinds), "bytes": size}
+    store.put_json(job["work"]["bucket"], _part_key(job, index, ".json"), stats)
+    seconds = time.perf_counter() - started
+    logger.info(
+        "shard done",
+        extra={"job": job["id"], "shard": index, "records": progress.records, "s": seconds},
+    )
+    return {"index": index, "records": progress.records, "bytes": size}
+
+
+def merge(job: dict[str, Any], store: ShardStore, model_digest: str | None) -> dict[str, Any]:
+    """Publish the parts as the one output object, then the summary; clean the work files."""
+    dest = _dest(job)
+    ref = ObjectRef(**job["source"])
+    done = already_done(store, dest, ref, job["model_sha256"])
+    if done is not None:  # a re-run after a complete merge: nothing to do, nothing to undo
+        return {**done, "status": "already_done"}
+    _check_model(job, model_digest)
+    work_bucket = job["work"]["bucket"]
+    planned = store.get_json(work_bucket, _work_key(job, "plan.json"))
+    if planned is None:
+        skipped = f"no plan for job {job['id']} (the object changed before it was planned)"
+        return {"status": "skipped", "reason": skipped}
+    progress, kinds = Progress(), Counter[str]()
+    parts: list[tuple[str, str, int]] = []
+    for index in range(planned["shards"]):
+        stats = store.get_json(work_bucket, _part_key(job, index, ".json"))
+        if stats is None:
+            raise ShardMismatch(f"shard {index} of job {job['id']} has no output: not merged")
+        kinds.update(stats.pop("error_kinds"))
+        size = stats.pop("bytes")
+        for name, value in stats.items():
+            setattr(progress, name, getattr(progress, name) + value)
+        parts.append((work_bucket, _part_key(job, index, ".jsonl"), size))
+    if progress.records != planned["records"]:
+        raise ShardMismatch(
+            f"job {job['id']}: the shards hold {progress.records} records, the plan "
+            f"{planned['records']}"
+        )
+    pinned = ObjectRef(**planned["source"])
+    counts = store.assemble(dest.bucket, dest.key(ref.key, PREDICTIONS), parts, NDJSON)
+    summary = summarize(
+        pinned,
+        job["format"],
+        job["gz"],
+        dest,
+        progress,
+        kinds,
+        planned["fault"],
+        model_digest,
+        time.time() - planned["planned_at"],  # from the plan to the published output
+        mode="distributed",
+        shards=planned["shards"],
+    )
+    store.put_json(dest.bucket, dest.key(ref.key, SUMMARY), summary)
+    removed = store.delete_prefix(work_bucket, job["work"]["prefix"])
+    logger.info("merged", extra={"job": job["id"], **counts, "work_files_deleted": removed})
+    return {**summary, "status": "done", "parts": counts}
