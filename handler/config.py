@@ -114,7 +114,7 @@ class Settings:
     # The distributed path (Step Functions Distributed Map) for objects too big for one call.
     state_machine_arn: str | None = None
     distributed_min_bytes: int = 64 << 20
-    shard_records: int = 20_000
+    shard_records: int = 5_000
     work_prefix: str = "_work/"
 
     @classmethod
@@ -149,7 +149,7 @@ class Settings:
             batch_time_margin_ms=_int(env, "BATCH_TIME_MARGIN_MS", 30_000, minimum=0),
             state_machine_arn=env.get("STATE_MACHINE_ARN") or None,
             distributed_min_bytes=_int(env, "DISTRIBUTED_MIN_MB", 64, minimum=0) << 20,
-            shard_records=_int(env, "SHARD_RECORDS", 20_000),
+            shard_records=_int(env, "SHARD_RECORDS", 5_000),
             work_prefix=_prefix(env, "WORK_PREFIX") or "_work/",
         )
         settings.check_no_recursion()

@@ -116,14 +116,14 @@ class S3Store:
         object, atomically (CompleteMultipartUpload). A source of at least `min_part` bytes is
         copied inside S3 (UploadPartCopy); smaller neighbours are joined here into one part of at
         least `min_part` (S3's floor for every part but the last). Returns how many parts each
-        way took."""
+        way took (empty sources take none)."""
         parts = list(parts)
         total = sum(size for _, _, size in parts)
         counts = {"copied": 0, "joined": 0, "sources": len(parts)}
         if total < min_part:  # one small object: no multipart upload at all
             body = b"".join(self._read(b, k) for b, k, size in parts if size)
             self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
-            counts["joined"] = len(parts)
+            counts["joined"] = sum(1 for _, _, size in parts if size)
             return counts
         upload = self.client.create_multipart_upload(
             Bucket=bucket, Key=key, ContentType=content_type

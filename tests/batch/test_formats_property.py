@@ -71,3 +71,40 @@ def test_any_json_lines(clf: Classifier, values: list[Any]) -> None:
     reader = Reader(io.BytesIO(data), ".jsonl", False)
     assert len(_check(reader, clf)) == len(values)
     assert reader.fault is None
+
+
+LINE = st.one_of(
+    st.binary(max_size=20).filter(lambda b: b"\n" not in b),
+    JSON.map(lambda v: json.dumps({"text": v, "id": 1}).encode()),
+    st.sampled_from([b"", b"\xef\xbb\xbf" + b'{"text": "bom"}', b"\r", b'{"text": "a"}\r']),
+)
+
+
+@SETTINGS
+@given(
+    lines=st.lists(LINE, max_size=30),
+    final_newline=st.booleans(),
+    per=st.integers(1, 8),
+    block=st.integers(1, 64),
+    fmt=st.sampled_from([".jsonl", ".txt"]),
+)
+def test_byte_ranges_at_newlines_read_as_the_whole_object(
+    lines: list[bytes], final_newline: bool, per: int, block: int, fmt: str
+) -> None:
+    """The distributed path's shards of a line-per-record object: each byte range, read with
+    its first record number (and the BOM rule of the object's start), gives exactly the records
+    the whole object gives there, with the same numbers: none lost, none doubled."""
+    from handler.batch.formats import line_ranges
+
+    data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    ranges, total = line_ranges(io.BytesIO(data), per, block=block)
+    whole = list(Reader(io.BytesIO(data), fmt, False))
+    assert total == len(whole)
+    assert all(count == per for _, count, _, _ in ranges[:-1])
+    pieces = []
+    for first, count, start, end in ranges:
+        piece = list(Reader(io.BytesIO(data[start:end]), fmt, False, first, strip_bom=start == 0))
+        assert len(piece) == count
+        pieces += piece
+    assert pieces == whole
+    assert [r[2] for r in ranges[1:]] == [r[3] for r in ranges[:-1]]  # contiguous, no gaps
