@@ -98,6 +98,7 @@ def measure(model_dir: Path, n: int, rounds: int) -> dict[str, Any]:
         job = shards.make_job(pinned, ".jsonl", False, dest, "bench-out", "_work/", digest, n, 64)
         item = {"index": 0, "first_record": 1, "records": n, "range": [0, len(body)]}
         model.classifier.predict(sentences()[:64])  # warm
+
         def run_shard(r: int) -> None:
             t = time.perf_counter()
             shards.shard(job, item, model.classifier, store, digest)
