@@ -88,3 +88,43 @@ def test_each_role_imports_only_what_its_events_need(tiny_model: Path) -> None:
     assert not api["handler.batch.job"]
     both = _loaded(tiny_model, "all")
     assert both["fastapi"] and both["handler.adapters.s3_batch"]
+
+
+def test_the_api_functions_init_builds_our_models_and_defers_fastapis_openapi_models(
+    tiny_model: Path,
+) -> None:
+    """FastAPI's own OpenAPI models are built on first use (/openapi.json), not at every cold
+    start; the request/response models the hot path validates with are built at init; and a
+    model defined afterwards builds as pydantic normally does (the switch is put back)."""
+    import json
+
+    code = """
+import json, pydantic, handler.entry
+from fastapi.openapi import models
+from handler.api import schemas
+
+def built(model):
+    return type(model.__pydantic_validator__).__name__ == "SchemaValidator"
+
+class Later(pydantic.BaseModel):
+    x: int
+
+before = built(models.OpenAPI)
+handler.entry.function.http.app.openapi()
+print(json.dumps({"ours": built(schemas.ClassifyRequest), "openapi_at_init": before,
+                  "openapi_after_use": built(models.OpenAPI), "later": built(Later)}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"MODEL_DIR": str(tiny_model), "PATH": "", "FUNCTION_ROLE": "api"},
+    )
+    state = json.loads(out.stdout.strip().splitlines()[-1])
+    assert state == {
+        "ours": True,
+        "openapi_at_init": False,
+        "openapi_after_use": True,
+        "later": True,
+    }
