@@ -107,6 +107,9 @@ def one_start(
         # -S: no site-packages; everything comes from the layout's folders, as on Lambda.
         [python, "-S", "-m", "awslambdaric", "handler.lambda_handler"],
         env=env,
+        # Lambda's working directory is the task root (/var/task); `-m` puts it on sys.path
+        # first, so the function's own folder, not this checkout, provides `handler`.
+        cwd=path[0],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -143,7 +146,7 @@ def in_process(python: str, path: list[Path], model: Path, role: str) -> float:
         "OUTPUT_BUCKET": "bench-output",
         "OUTPUT_PREFIX": "predictions/",
     }
-    return float(sh(python, "-S", "-c", code, env=env).stdout.strip())
+    return float(sh(python, "-S", "-c", code, env=env, cwd=path[0]).stdout.strip())
 
 
 def main() -> int:
