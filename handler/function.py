@@ -19,7 +19,7 @@ from handler.observability import logger, metrics
 from handler.runtime import LoadedModel, model_for
 
 if TYPE_CHECKING:
-    from handler.batch.job import Store
+    from handler.batch.shards import ShardStore
 
 Handler = Callable[[dict[str, Any], Any], Any]
 BATCH_KINDS = (router.S3, router.SQS, router.SNS, router.EVENTBRIDGE, router.DISTRIBUTED)
@@ -28,7 +28,9 @@ BATCH_KINDS = (router.S3, router.SQS, router.SNS, router.EVENTBRIDGE, router.DIS
 class Function:
     """Everything heavy, built once: model, and the role's app (Mangum) or batch adapter."""
 
-    def __init__(self, settings: Settings, model: LoadedModel, store: Store | None = None) -> None:
+    def __init__(
+        self, settings: Settings, model: LoadedModel, store: ShardStore | None = None
+    ) -> None:
         self.settings = settings
         self.model = model
         self.role = settings.role

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from handler import strict_json
@@ -18,6 +18,9 @@ from handler.errors import (
 )
 from handler.observability import logger
 from handler.runtime import LoadedModel
+
+if TYPE_CHECKING:
+    from handler.batch.shards import ShardStore
 
 
 def refs_from_s3_event(event: dict[str, Any]) -> list[ObjectRef]:
@@ -87,7 +90,7 @@ def s3_notification(body: dict[str, Any], what: str) -> dict[str, Any] | None:
 
 
 class BatchAdapter:
-    def __init__(self, settings: Settings, model: LoadedModel, store: Any) -> None:
+    def __init__(self, settings: Settings, model: LoadedModel, store: ShardStore) -> None:
         self.settings = settings
         self.model = model
         self.store = store
