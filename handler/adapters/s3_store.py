@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -80,8 +81,6 @@ class S3Store:
     def open_range(self, ref: ObjectRef, start: int, end: int) -> Any:
         """Bytes [start, end) of exactly that version/ETag (a shard of a big object)."""
         if end <= start:
-            import io
-
             return io.BytesIO(b"")
         return self._get(ref, Range=f"bytes={start}-{end - 1}")[0]
 

@@ -244,7 +244,7 @@ def run(
         and pinned.size is not None
         and pinned.size >= hand_off_bytes
     ):
-        getattr(stream, "close", lambda: None)()
+        _close(stream)
         return hand_off(pinned, "size")
 
     def out_of_time() -> bool:
@@ -261,7 +261,7 @@ def run(
             )
         if not finished:
             assert hand_off is not None
-            getattr(stream, "close", lambda: None)()
+            _close(stream)
             logger.warning(
                 "time budget spent before the object was done: handing it to the distributed "
                 "path (lower the hand-off size so objects like it go there at once)",
@@ -285,6 +285,13 @@ def run(
     )
     store.put_json(dest.bucket, dest.key(ref.key, SUMMARY), summary)
     return {**summary, "status": "done"}
+
+
+def _close(stream: Any) -> None:
+    """Let go of an object body not read to its end (a hand-off): frees the connection."""
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
 
 
 def _write(out: IO[bytes], lines: list[dict[str, Any]]) -> None:

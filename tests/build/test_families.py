@@ -156,6 +156,21 @@ def make_family(name: str, root: Path) -> Path:
     labels = {0: "anger", 1: "joy", 2: "surprise"}
     common = dict(id2label=labels, label2id={v: k for k, v in labels.items()})
     max_length: int | None = 64
+
+    def roberta_like(kind: str, tok: Any) -> Any:
+        # Positions offset by pad_token_id + 1: 66 positions give 64 usable tokens.
+        return AutoConfig.for_model(
+            kind,
+            vocab_size=tok.get_vocab_size(),
+            max_position_embeddings=66,
+            type_vocab_size=1,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            **small,
+            **common,
+        )
+
     if name == "bert":
         tok, special = _wordpiece()
         config = AutoConfig.for_model(
@@ -182,17 +197,7 @@ def make_family(name: str, root: Path) -> Path:
         tok, special = _byte_bpe()
         # No model_max_length: the usable length must come from the positions (66 - 2).
         max_length = None
-        config = AutoConfig.for_model(
-            "roberta",
-            vocab_size=tok.get_vocab_size(),
-            max_position_embeddings=66,
-            type_vocab_size=1,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-            **small,
-            **common,
-        )
+        config = roberta_like(name, tok)
     elif name == "xlm-roberta":
         tok = _unigram(["<s>", "<pad>", "</s>", "<unk>", "<mask>"], "<s>", "</s>")
         special = {
@@ -205,17 +210,7 @@ def make_family(name: str, root: Path) -> Path:
             "sep_token": "</s>",
         }
         max_length = None
-        config = AutoConfig.for_model(
-            "xlm-roberta",
-            vocab_size=tok.get_vocab_size(),
-            max_position_embeddings=66,
-            type_vocab_size=1,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-            **small,
-            **common,
-        )
+        config = roberta_like(name, tok)
     elif name == "deberta-v2":
         tok = _unigram(["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"], "[CLS]", "[SEP]")
         special = {
