@@ -163,8 +163,9 @@ class Classifier:
     def run_encoded(self, batch: Sequence[Encoded]) -> FloatArray:
         """Logits of one padded batch, as given (no sorting, no splitting)."""
         feed = self.tokenizer.pad(batch, self.input_names)
-        logits = self.session.run([self.output_name], feed)[0]
-        out: FloatArray = np.asarray(logits, dtype=np.float32).reshape(len(batch), -1)
+        out: FloatArray = self.session.run([self.output_name], feed)[0]
+        if out.dtype != np.float32 or out.ndim != 2:  # [batch, labels] float32 as exported
+            out = np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
         return out
 
     def encode(self, texts: Sequence[object]) -> list[Encoded]:
@@ -220,7 +221,8 @@ class Classifier:
     def format(
         self, scores: FloatArray, single: bool, top_k: TopK = LEGACY
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]] | list[Any]:
-        answers = [postprocess.format_scores(row, self.id2label, top_k) for row in scores]
+        rows = np.asarray(scores, dtype=np.float32).tolist()  # one conversion for every row
+        answers = [postprocess.format_scores(row, self.id2label, top_k) for row in rows]
         return postprocess.shape(answers, single)
 
     def predict(

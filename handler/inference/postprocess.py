@@ -26,8 +26,8 @@ TopK = int | None | _Legacy
 
 
 def softmax(x: FloatArray) -> FloatArray:
-    shifted = np.exp(x - np.max(x, axis=-1, keepdims=True))
-    out: FloatArray = shifted / shifted.sum(axis=-1, keepdims=True)
+    out: FloatArray = np.exp(x - x.max(axis=-1, keepdims=True))
+    out /= out.sum(axis=-1, keepdims=True)
     return out
 
 
@@ -86,15 +86,17 @@ def check_top_k(top_k: TopK) -> None:
 def format_scores(
     scores: Sequence[float] | FloatArray, id2label: Mapping[int, str], top_k: TopK
 ) -> dict[str, Any] | list[dict[str, Any]]:
-    """One text's answer, exactly as TextClassificationPipeline.postprocess shapes it."""
-    values = np.asarray(scores, dtype=np.float32)
+    """One text's answer, exactly as TextClassificationPipeline.postprocess shapes it.
+
+    `scores` as Python floats (a float32 row's `tolist()`): a few labels are ranked faster in
+    Python than by numpy calls, which cost most right after a model run has left the caches cold.
+    """
+    values = scores.tolist() if isinstance(scores, np.ndarray) else list(scores)
     if isinstance(top_k, _Legacy):
-        best = int(values.argmax())
-        return {"label": id2label[best], "score": float(values[best])}
-    order = sorted(range(len(values)), key=lambda i: float(values[i]), reverse=True)  # stable
-    ranked: list[dict[str, Any]] = [
-        {"label": id2label[i], "score": float(values[i])} for i in order
-    ]
+        best = max(range(len(values)), key=values.__getitem__)  # the first of equals, as argmax
+        return {"label": id2label[best], "score": values[best]}
+    order = sorted(range(len(values)), key=values.__getitem__, reverse=True)  # stable
+    ranked: list[dict[str, Any]] = [{"label": id2label[i], "score": values[i]} for i in order]
     return ranked if top_k is None else ranked[:top_k]
 
 

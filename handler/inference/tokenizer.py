@@ -47,17 +47,25 @@ class TextTokenizer:
     def _encoded(enc: Encoding) -> Encoded:
         # With truncation on, the tokens cut off are kept in `overflowing`.
         special = sum(enc.special_tokens_mask)
+        ids = enc.ids  # each getter builds a new list
         return Encoded(
-            list(enc.ids),
-            list(enc.type_ids),
+            ids,
+            enc.type_ids,
             truncated=bool(enc.overflowing),
-            content_tokens=len(enc.ids) - special,
+            content_tokens=len(ids) - special,
         )
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]:
         if len(texts) == 1:  # encode_batch's thread pool costs more than it saves for one text
             return [self._encoded(self._tok.encode(texts[0]))]
         return [self._encoded(e) for e in self._tok.encode_batch(list(texts))]
+
+    @staticmethod
+    def _one(one: Encoded, name: str) -> IntArray:
+        """One text's row of input `name`, built only when the graph declares that input."""
+        if name == "attention_mask":
+            return np.ones((1, one.length), dtype=np.int64)
+        return np.asarray([one.ids if name == "input_ids" else one.type_ids], dtype=np.int64)
 
     def pad(
         self, batch: Sequence[Encoded], names: Sequence[str] = INPUT_NAMES
@@ -66,12 +74,7 @@ class TextTokenizer:
         those in `names`: a graph's declared inputs)."""
         if len(batch) == 1:  # nothing to pad: the one-text path, kept short
             one = batch[0]
-            arrays = {
-                "input_ids": np.asarray([one.ids], dtype=np.int64),
-                "attention_mask": np.ones((1, one.length), dtype=np.int64),
-                "token_type_ids": np.asarray([one.type_ids], dtype=np.int64),
-            }
-            return {name: arrays[name] for name in names}
+            return {name: self._one(one, name) for name in names}
         width = max(e.length for e in batch)
         ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(batch), width), dtype=np.int64)

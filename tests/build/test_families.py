@@ -302,6 +302,27 @@ def test_fp32_build_answers_as_the_pipeline_on_every_call_shape(
         _same(ours, theirs, f"{name} {inputs!r} {params}")
 
 
+# The attention fusion (handler/build/attention.py) on each family's export: DeBERTa's
+# disentangled attention adds position terms to the scores, which MultiHeadAttention cannot
+# compute, so it must stay unfused (by the matcher or, failing that, by the logits check).
+FUSED_ATTENTION = {"bert": 2, "distilbert": 2, "roberta": 2, "xlm-roberta": 2, "deberta-v2": 0}
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_attention_cores_become_multihead_attention_where_it_computes_the_same(
+    name: str, families: dict[str, dict[str, Path]]
+) -> None:
+    import onnx
+
+    manifest = json.loads((families[name]["built"] / "manifest.json").read_text())
+    graph = onnx.load(str(families[name]["built"] / "model.onnx")).graph
+    ops = [n.op_type for n in graph.node]
+    assert manifest["fusions"].get("MultiHeadAttention", 0) == FUSED_ATTENTION[name]
+    assert ops.count("MultiHeadAttention") == FUSED_ATTENTION[name]
+    if FUSED_ATTENTION[name]:
+        assert "Softmax" not in ops  # no attention core left over
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_a_text_past_the_max_length_is_truncated_and_flagged_never_a_500(
     name: str, families: dict[str, dict[str, Path]]
