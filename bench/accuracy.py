@@ -113,7 +113,7 @@ def main() -> int:
                 {
                     "recipe": recipe,
                     "measured_as": measured_as,
-                    "model_mb": round(manifest["files"]["model.onnx"]["bytes"] / 1e6, 1),
+                    "model_mb": round(manifest["sizes_bytes"]["artifact_model"] / 1e6, 1),
                     "gate_agreement_report_split": manifest["verification"]["agreement"],
                 },
             )

@@ -79,7 +79,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                 k: v["batch_invariance"][k]
                 for k in ("max_score_diff", "label_flips", "batch_sizes")
             },
-            "model_bytes": manifest["files"]["model.onnx"]["bytes"],
+            "model_bytes": manifest["sizes_bytes"]["artifact_model"],
         }
     )
     return 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -286,7 +285,7 @@ def build(
             evaluated = shipped
             stages.update()
         config = replace(config, pre_optimized=True)
-        shutil.copyfile(shipped, stage / "model.onnx")
+        graph_files = quantize.save_for_loading(shipped, stage / config.model_file)
         (stage / RUNTIME_CONFIG).write_text(json.dumps(config.to_json(), indent=2) + "\n")
 
         # The gate's figures, on text the choice never saw.
@@ -332,11 +331,11 @@ def build(
             "batching": config.batching,
             "max_batch_size": config.max_batch_size,
             "session_creation_ms": {
-                "pre_optimized_opt_off": _session_ms(stage / "model.onnx", True),
+                "pre_optimized_opt_off": _session_ms(stage / config.model_file, True),
             },
             "sizes_bytes": {
                 "fp32_source": fp32.stat().st_size,
-                "artifact_model": (stage / "model.onnx").stat().st_size,
+                "artifact_model": sum(f.stat().st_size for f in graph_files),
             },
             "verification": report,
             "tools": manifest.tool_versions(),

@@ -40,7 +40,15 @@ VARIED = [
 
 def test_manifest_records_source_target_checksums_and_gate(standin_built: Path) -> None:
     manifest = check_files(standin_built)
-    assert set(manifest["files"]) == {"model.onnx", "tokenizer.json", "config.json"}
+    # The graph and its weights apart: onnxruntime maps the weights instead of parsing them.
+    assert set(manifest["files"]) == {
+        "model.onnx",
+        "model.onnx.data",
+        "tokenizer.json",
+        "config.json",
+    }
+    assert manifest["files"]["model.onnx"]["bytes"] < 1_000_000
+    assert manifest["fusions"]["MultiHeadAttention"] == 6  # one per layer
     assert manifest["source"]["model_type"] == "distilbert"
     assert manifest["target"]["name"] == "x86-avx2"
     quant = manifest["quantization"]
@@ -63,7 +71,9 @@ def test_manifest_records_source_target_checksums_and_gate(standin_built: Path) 
     assert {r["batch"] for r in invariance["runs"]} >= {2, 32, 64}
     assert {r["order"] for r in invariance["runs"]} == {"sorted", "shuffled"}
     assert "onnxruntime" in manifest["tools"]
-    assert manifest["files"]["model.onnx"]["bytes"] < manifest["sizes_bytes"]["fp32_source"] / 3
+    model_bytes = sum(manifest["files"][f]["bytes"] for f in ("model.onnx", "model.onnx.data"))
+    assert model_bytes == manifest["sizes_bytes"]["artifact_model"]
+    assert model_bytes < manifest["sizes_bytes"]["fp32_source"] / 3
 
 
 def test_verify_command_catches_a_changed_file(standin_built: Path, tmp_path: Path) -> None:
@@ -77,6 +87,22 @@ def test_verify_command_catches_a_changed_file(standin_built: Path, tmp_path: Pa
     (copy / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ArtifactError, match=r"config\.json sha256"):
         check_files(copy)
+
+
+def test_a_cut_short_weights_file_is_refused_at_load_naming_it(
+    standin_built: Path, tmp_path: Path
+) -> None:
+    from handler.runtime import load_model
+
+    copy = tmp_path / "m"
+    copy.mkdir()
+    for p in standin_built.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    assert load_model(copy, 1).classifier.predict("fine")[0]["label"] in ("POSITIVE", "NEGATIVE")
+    weights = copy / "model.onnx.data"
+    weights.write_bytes(weights.read_bytes()[:-4096])  # an interrupted copy
+    with pytest.raises(ArtifactError, match=r"model\.onnx\.data is \d+ bytes, manifest says"):
+        load_model(copy, 1)
 
 
 @pytest.mark.parametrize("target", ["x86-vnni", "arm64", "none"])

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import handler.inference
 
@@ -128,3 +131,32 @@ print(json.dumps({"ours": built(schemas.ClassifyRequest), "openapi_at_init": bef
         "openapi_after_use": True,
         "later": True,
     }
+
+
+THREADS_CODE = (
+    "import os, handler.entry;"
+    "print(os.environ.get('OPENBLAS_NUM_THREADS'), len(os.listdir('/proc/self/task')))"
+)
+
+
+def _threads_after_init(tiny_model: Path, extra: dict[str, str]) -> tuple[str, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", THREADS_CODE],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"MODEL_DIR": str(tiny_model), "PATH": "", "FUNCTION_ROLE": "batch", **extra},
+    )
+    value, threads = out.stdout.split()
+    return value, int(threads)
+
+
+def test_init_starts_no_openblas_thread_pool(tiny_model: Path) -> None:
+    """OpenBLAS's idle threads would spin through the function's vCPU share during init; the
+    entry module caps them before numpy loads, and a value set by the user still wins."""
+    if not Path("/proc/self/task").is_dir() or (os.cpu_count() or 1) < 2:
+        pytest.skip("needs Linux's /proc/self/task and 2 CPUs (OpenBLAS starts one per core)")
+    value, threads = _threads_after_init(tiny_model, {})
+    assert value == "1"
+    _, with_pool = _threads_after_init(tiny_model, {"OPENBLAS_NUM_THREADS": "2"})
+    assert with_pool == threads + 1  # the user's choice: a pool of two, one thread started
