@@ -2,6 +2,7 @@
 under awslambdaric on the runtime's Python (3.12), with nothing writable for bytecode.
 
     python bench/init.py [--repeats 5] [--out bench-results/init] [--python .venv-lambda/bin/python]
+    python bench/init.py --against REV [--repeats 6]    # A/B with an earlier commit, stand-in
 
 Layouts, from scripts/build_layer.sh (x86_64, the runtime's Python):
   zip + layer   PYTHONPATH = function/ : layer/python/ : runtime/ (Lambda: /var/task, /opt/python,
@@ -15,6 +16,11 @@ weights, from bench/run.py's prepare()). Beside each: the in-process figure (`im
 handler.entry` timed inside the same interpreter, what the README reported before) and the first
 and second request's latency after init (is priming worth it?). Median of --repeats fresh
 processes; PYTHONDONTWRITEBYTECODE=1 stands in for Lambda's read-only /var/task and /opt.
+
+CPU: Lambda gives a function the vCPU share its memory buys (1,769 MB: one vCPU) as a CFS quota on
+a machine with more cores, so a thread that merely spins (OpenBLAS's, once) eats the init's own
+time. Every process runs in a cgroup with that quota (--vcpus, default 1.0) where cgroups are
+writable (root, v1 or v2); elsewhere unconstrained, and the result says which.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import prepare  # noqa: E402
+from bench.run import EVAL_A, STANDIN, prepare  # noqa: E402
 from handler.adapters.runtime_api import RuntimeAPI  # noqa: E402
 
 AWSLAMBDARIC = "awslambdaric==4.2.2"
@@ -81,6 +87,38 @@ def layouts(out: Path, python: str) -> dict[str, list[Path]]:
     }
 
 
+QUOTA: list[str] = []  # argv prefix that runs a command in the quota cgroup, once made
+
+
+def cpu_quota(vcpus: float) -> str | None:
+    """A cgroup whose CFS quota is `vcpus` CPUs (v1 `cpu` controller or v2 `cpu.max`); returns
+    its cgroup.procs path, or None where cgroups cannot be written here."""
+    period = 100_000
+    quota = int(vcpus * period)
+    v1 = Path("/sys/fs/cgroup/cpu")
+    v2 = Path("/sys/fs/cgroup")
+    try:
+        if (v1 / "cpu.cfs_quota_us").is_file():
+            group = v1 / "bench-init"
+            group.mkdir(exist_ok=True)
+            (group / "cpu.cfs_period_us").write_text(str(period))
+            (group / "cpu.cfs_quota_us").write_text(str(quota))
+        elif (v2 / "cgroup.controllers").is_file():
+            group = v2 / "bench-init"
+            group.mkdir(exist_ok=True)
+            (group / "cpu.max").write_text(f"{quota} {period}")
+        else:
+            return None
+    except OSError:
+        return None
+    return str(group / "cgroup.procs")
+
+
+def quota_argv(procs: str | None) -> list[str]:
+    # The shell joins the cgroup, then becomes the command: no preexec_fn in a threaded parent.
+    return [] if procs is None else ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh"]
+
+
 def one_start(
     python: str, path: list[Path], model: Path, role: str, prime: bool = False
 ) -> dict[str, float]:
@@ -105,7 +143,7 @@ def one_start(
     start = time.time()
     proc = subprocess.Popen(
         # -S: no site-packages; everything comes from the layout's folders, as on Lambda.
-        [python, "-S", "-m", "awslambdaric", "handler.lambda_handler"],
+        [*QUOTA, python, "-S", "-m", "awslambdaric", "handler.lambda_handler"],
         env=env,
         # Lambda's working directory is the task root (/var/task); `-m` puts it on sys.path
         # first, so the function's own folder, not this checkout, provides `handler`.
@@ -146,7 +184,47 @@ def in_process(python: str, path: list[Path], model: Path, role: str) -> float:
         "OUTPUT_BUCKET": "bench-output",
         "OUTPUT_PREFIX": "predictions/",
     }
-    return float(sh(python, "-S", "-c", code, env=env, cwd=path[0]).stdout.strip())
+    return float(sh(*QUOTA, python, "-S", "-c", code, env=env, cwd=path[0]).stdout.strip())
+
+
+def against(rev: str, out: Path, python: str, models: dict[str, Any], repeats: int) -> int:
+    """A/B: this checkout's function folder and stand-in artifact against those of git
+    revision `rev` (its handler/, byte-compiled the same way, and the stand-in built by its own
+    pipeline), on the same layer, quota and machine, interleaved. Prints medians per role."""
+    worktree = out / f"rev-{rev}"
+    if not worktree.is_dir():
+        sh("git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), rev)
+    old_fn, old_model = out / f"function-{rev}", out / f"stand-in-{rev}"
+    if not (old_model / "manifest.json").is_file():
+        sh(
+            sys.executable,
+            "-m",
+            "handler",
+            "build",
+            "--model",
+            str(STANDIN),
+            "--eval",
+            str(EVAL_A),
+            "--out",
+            str(old_model),
+            cwd=worktree,
+        )
+    shutil.rmtree(old_fn, ignore_errors=True)
+    shutil.copytree(worktree / "handler", old_fn / "handler")
+    sh(python, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", str(old_fn))
+    parts = layouts(out, python)["zip + layer"]
+    sides = {rev: ([old_fn, *parts[1:]], old_model), "this": (parts, models["stand-in"]["int8"])}
+    runs: dict[tuple[str, str], list[float]] = {(s, r): [] for s in sides for r in ("api", "batch")}
+    for _ in range(repeats):
+        for side, role in runs:
+            path, model = sides[side]
+            runs[side, role].append(one_start(python, path, model, role)["init_s"])
+    for (side, role), values in runs.items():
+        print(
+            f"{side:>12} {role:>5}: init median {statistics.median(values):.3f} s "
+            f"(min {min(values):.3f}, n={len(values)})"
+        )
+    return 0
 
 
 def main() -> int:
@@ -155,8 +233,18 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
     ap.add_argument("--python", default=str(ROOT / ".venv-lambda/bin/python"))
     ap.add_argument("--sizes", default="stand-in,distilbert-base")
+    ap.add_argument("--vcpus", type=float, default=1.0, help="CPU quota (1.0: 1,769 MB)")
+    ap.add_argument(
+        "--against", metavar="REV", help="only A/B this checkout against git revision REV"
+    )
     args = ap.parse_args()
+    procs = cpu_quota(args.vcpus)
+    QUOTA[:] = quota_argv(procs)
+    quota = args.vcpus if procs else None
+    print(f"CPU quota: {f'{quota} vCPU (cgroup)' if quota else 'none (cgroups not writable)'}")
     models = prepare(args.out)
+    if args.against:
+        return against(args.against, args.out / "init", args.python, models, args.repeats)
     parts = layouts(args.out / "init", args.python)
     version = sh(args.python, "--version").stdout.strip()
     rows = []
@@ -201,7 +289,7 @@ def main() -> int:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-    result = {"python": version, "repeats": args.repeats, "rows": rows}
+    result = {"python": version, "repeats": args.repeats, "vcpu_quota": quota, "rows": rows}
     (args.out / "init.json").write_text(json.dumps(result, indent=2) + "\n")
     print(render(result))
     return 0
@@ -209,7 +297,8 @@ def main() -> int:
 
 def render(result: dict[str, Any]) -> str:
     lines = [
-        f"Init as billed: awslambdaric on {result['python']}, median of {result['repeats']}",
+        f"Init as billed: awslambdaric on {result['python']}, median of {result['repeats']}, "
+        f"CPU quota {result.get('vcpu_quota') or 'none'} vCPU",
         "",
         "| model | layout | role | init s (process start to first /next) | min-max | "
         "init / source-only | in-process `import handler.entry` s | first request ms | "
