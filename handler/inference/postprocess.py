@@ -26,8 +26,8 @@ TopK = int | None | _Legacy
 
 
 def softmax(x: FloatArray) -> FloatArray:
-    out: FloatArray = np.exp(x - x.max(axis=-1, keepdims=True))
-    out /= out.sum(axis=-1, keepdims=True)
+    shifted = np.exp(x - x.max(axis=-1, keepdims=True))
+    out: FloatArray = shifted / shifted.sum(axis=-1, keepdims=True)
     return out
 
 
