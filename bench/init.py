@@ -233,12 +233,12 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
     ap.add_argument("--python", default=str(ROOT / ".venv-lambda/bin/python"))
     ap.add_argument("--sizes", default="stand-in,distilbert-base")
-    ap.add_argument("--vcpus", type=float, default=1.0, help="CPU quota (1.0: 1,769 MB)")
+    ap.add_argument("--vcpus", type=float, default=1.0, help="CPU quota (1.0: 1,769 MB; 0: none)")
     ap.add_argument(
         "--against", metavar="REV", help="only A/B this checkout against git revision REV"
     )
     args = ap.parse_args()
-    procs = cpu_quota(args.vcpus)
+    procs = cpu_quota(args.vcpus) if args.vcpus > 0 else None
     QUOTA[:] = quota_argv(procs)
     quota = args.vcpus if procs else None
     print(f"CPU quota: {f'{quota} vCPU (cgroup)' if quota else 'none (cgroups not writable)'}")
