@@ -6,7 +6,8 @@ and its `Attention` op would swallow the Q/K/V MatMuls that the per-token rewrit
 pass matches the core by what it computes, from each Softmax outwards:
 
     q, k, v [B, S, D] --Reshape [B, S, N, H]--Transpose--> heads
-    P   = Softmax(scale_q * Qh @ scale_k * Kh^T * scale_s  (+ padding mask))   [IsNaN guard]
+    P   = Softmax(scale_q * Qh @ scale_k * Kh^T * scale_s  (+ or filled by a padding mask))
+                                                                            [IsNaN guard]
     out = Reshape(Transpose(P @ Vh)) [B, S, D]
 
 and replaces it with one `MultiHeadAttention(q, k, v, key_padding_mask)` node (a contrib op with
@@ -132,14 +133,27 @@ class _Graph:
         users = self.consumers.get(name, [])
         return users[0] if len(users) == 1 and users[0].op_type in ops else None
 
+    def unmasked(self, name: str) -> str:
+        """The scores under a padding mask, whichever way the export applied it: added (scores +
+        mask, either order) or filled (masked_fill: Where(cond, fill, scores) or Where(cond,
+        scores, fill) with a large negative fill). The mask is rebuilt, then checked."""
+        add = self.op(name, "Add")
+        if add is not None:
+            a, b = add.input
+            return str(a if self.op(a, "MatMul", "Mul", "Div") is not None else b)
+        where = self.op(name, "Where")
+        if where is not None:
+            _, x, y = where.input
+            for fill, kept in ((x, y), (y, x)):
+                value = self.scalar(fill)
+                if value is not None and value <= -1e4:
+                    return str(kept)
+        return name
+
     def match(self, softmax: Any, heads: int, head_size: int) -> tuple[_Core, list[Any]] | None:
         if self.attr(softmax, "axis", -1) not in (-1, 3):
             return None
-        scores = softmax.input[0]
-        add = self.op(scores, "Add")
-        if add is not None:  # scores + mask (either order); the mask is rebuilt, then checked
-            a, b = add.input
-            scores = a if self.op(a, "MatMul", "Mul", "Div") is not None else b
+        scores = self.unmasked(softmax.input[0])
         scores, s_scale = self.strip_scale(scores)
         qk = self.op(scores, "MatMul")
         if qk is None:

@@ -23,6 +23,8 @@ def attention_graph(style: str) -> onnx.ModelProto:
 
     style "sdpa": the scale split over Q and K, a -inf mask built with Where, an IsNaN guard;
     "eager": K transposed twice, the scores divided by sqrt(H), an additive -10000 mask;
+    "filled": as eager, the mask applied by masked_fill (Where(pad, finfo.min, scores), as
+    transformers' older DistilBERT and the hub's published ONNX exports of it do);
     "position": as eager, plus a per-key position term in the scores (not a padding mask)."""
     rng = np.random.default_rng(1)
     h = D // HEADS
@@ -77,7 +79,14 @@ def attention_graph(style: str) -> onnx.ModelProto:
             helper.make_node("Sub", ["one", "mask_4d"], ["inverted"]),
             helper.make_node("Mul", ["inverted", "big"], ["mask_term"]),
         ]
-        if style == "position":
+        if style == "filled":
+            inits["lowest"] = np.array(np.finfo(np.float32).min, dtype=np.float32)
+            inits["zero_f"] = np.array(0.0, dtype=np.float32)
+            nodes += [
+                helper.make_node("Equal", ["mask_4d", "zero_f"], ["pad"]),
+                helper.make_node("Where", ["pad", "lowest", "scores"], ["masked"]),
+            ]
+        elif style == "position":
             inits["pos_bias"] = rng.standard_normal(MAX_LEN).astype(np.float32)
             nodes += [
                 helper.make_node("Shape", ["input_ids"], ["ids_shape"], start=1, end=2),
@@ -90,6 +99,8 @@ def attention_graph(style: str) -> onnx.ModelProto:
             inits["one_i"] = np.array(1, dtype=np.int64)
         else:
             nodes.append(helper.make_node("Add", ["scores", "mask_term"], ["masked"]))
+        if style == "filled":
+            nodes = [n for n in nodes if n.output[0] not in ("inverted", "mask_term")]
         nodes.append(helper.make_node("Softmax", ["masked"], ["probs"], axis=-1))
     nodes += [
         helper.make_node("MatMul", ["probs", "vh"], ["ctx"]),
@@ -120,7 +131,7 @@ def fused(tmp_path: Path, style: str, config: dict[str, Any] = CONFIG) -> tuple[
     return src, dst, fuse_attention(src, dst, config)
 
 
-@pytest.mark.parametrize("style", ["sdpa", "eager"])
+@pytest.mark.parametrize("style", ["sdpa", "eager", "filled"])
 def test_an_attention_core_becomes_one_multihead_attention_with_the_same_logits(
     tmp_path: Path, style: str
 ) -> None:
