@@ -10,8 +10,8 @@ import os
 
 # numpy's OpenBLAS starts a thread per core when numpy is imported, and that thread spins waiting
 # for matrix work this function never gives it (inference runs in onnxruntime): 0.12 s of CPU
-# during init, which on Lambda comes out of the same vCPU share as the init itself (init 0.46 s
-# -> 0.39 s for the batch function under a one-vCPU quota; bench/init.py). Set before numpy
+# during init, which on Lambda comes out of the same vCPU share as the init itself (README,
+# "Cold start as Lambda bills it": `python bench/init.py --against REV`). Set before numpy
 # loads; a value you set yourself wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 

@@ -42,13 +42,13 @@ class _Core:
     v: str
     out: str
     scale: float
+    end: Any  # the Reshape that merges the heads: the MultiHeadAttention takes its place
 
 
 class _Graph:
     def __init__(self, model: Any) -> None:
         from onnx import numpy_helper
 
-        self.model = model
         self.producer = {o: n for n in model.graph.node for o in n.output}
         self.consumers: dict[str, list[Any]] = defaultdict(list)
         for n in model.graph.node:
@@ -150,7 +150,7 @@ class _Graph:
                     return str(kept)
         return name
 
-    def match(self, softmax: Any, heads: int, head_size: int) -> tuple[_Core, list[Any]] | None:
+    def match(self, softmax: Any, heads: int, head_size: int) -> _Core | None:
         if self.attr(softmax, "axis", -1) not in (-1, 3):
             return None
         scores = self.unmasked(softmax.input[0])
@@ -180,7 +180,7 @@ class _Graph:
         if merge is None or not self.reshape_tail_is(merge.input[1], [heads * head_size]):
             return None
         scale = q_scale * k_scale * s_scale
-        return _Core(q, k, v, merge.output[0], scale), [merge]
+        return _Core(q, k, v, merge.output[0], scale, merge)
 
 
 def fuse_model(model: Any, heads: int, hidden: int) -> int:
@@ -201,12 +201,11 @@ def fuse_model(model: Any, heads: int, hidden: int) -> int:
                 cores.append(found)
     if not cores:
         return 0
-    replaced = {id(n) for _, ends in cores for n in ends}
     new_nodes = [
         helper.make_node("Cast", [MASK_INPUT], [MASK_I32], name=MASK_I32, to=TensorProto.INT32)
     ]
-    by_end = {id(ends[-1]): core for core, ends in cores}
-    for node in graph.node:
+    by_end = {id(core.end): core for core in cores}
+    for node in graph.node:  # the rest of each core is left unused, and dropped by _live
         if id(node) in by_end:
             core = by_end[id(node)]
             new_nodes.append(
@@ -220,7 +219,7 @@ def fuse_model(model: Any, heads: int, hidden: int) -> int:
                     scale=core.scale,
                 )
             )
-        elif id(node) not in replaced:
+        else:
             new_nodes.append(node)
     del graph.node[:]
     graph.node.extend(_live(new_nodes, {o.name for o in graph.output}))
@@ -247,13 +246,11 @@ def _live(nodes: list[Any], outputs: set[str]) -> list[Any]:
     return [n for i, n in enumerate(nodes) if i in alive]
 
 
-def _logits(path: Path, feed: dict[str, np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
-    import onnxruntime as ort
+def graph_logits(path: Path, feed: dict[str, np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
+    """The first output of graph `path` on `feed` (the inputs it declares), one thread."""
+    from handler.inference.session import create_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = create_session(path, 1, pre_optimized=False)
     names = {i.name for i in session.get_inputs()}
     out: np.ndarray[Any, Any] = session.run(None, {k: v for k, v in feed.items() if k in names})[0]
     return out
@@ -283,7 +280,7 @@ def fuse_attention(src: Path, dst: Path, model_config: dict[str, Any]) -> int:
     if fused:
         onnx.save(model, str(dst))
         feed = check_feed(int(model_config.get("vocab_size") or 2))
-        diff = float(np.max(np.abs(_logits(src, feed) - _logits(dst, feed))))
+        diff = float(np.max(np.abs(graph_logits(src, feed) - graph_logits(dst, feed))))
         if diff <= CHECK_TOLERANCE:
             return fused
         log.warning("attention fusion dropped: logits differ by %.3g from the unfused graph", diff)

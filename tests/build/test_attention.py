@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from handler.build.attention import _logits, check_feed, fuse_attention
+from handler.build.attention import check_feed, fuse_attention, graph_logits
 
 VOCAB, D, HEADS, LABELS, MAX_LEN = 50, 16, 4, 3, 16
 CONFIG = {"num_attention_heads": HEADS, "hidden_size": D, "vocab_size": VOCAB}
@@ -132,7 +132,7 @@ def fused(tmp_path: Path, style: str, config: dict[str, Any] = CONFIG) -> tuple[
 
 
 @pytest.mark.parametrize("style", ["sdpa", "eager", "filled"])
-def test_an_attention_core_becomes_one_multihead_attention_with_the_same_logits(
+def test_an_attention_core_becomes_one_multihead_attention_with_the_samegraph_logits(
     tmp_path: Path, style: str
 ) -> None:
     src, dst, count = fused(tmp_path, style)
@@ -142,12 +142,12 @@ def test_an_attention_core_becomes_one_multihead_attention_with_the_same_logits(
     assert "Softmax" not in ops and "Transpose" not in ops
     for seed in range(3):  # other batches than the build's own check
         feed = check_feed(VOCAB, seed=seed + 10)
-        before, after = _logits(src, feed), _logits(dst, feed)
+        before, after = graph_logits(src, feed), graph_logits(dst, feed)
         np.testing.assert_allclose(after, before, atol=1e-5)
         for row in range(len(feed["input_ids"])):  # a text alone answers as in the batch
             n = int(feed["attention_mask"][row].sum())
             alone = {k: v[row : row + 1, :n] for k, v in feed.items()}
-            np.testing.assert_allclose(_logits(dst, alone)[0], after[row], atol=1e-5)
+            np.testing.assert_allclose(graph_logits(dst, alone)[0], after[row], atol=1e-5)
 
 
 def test_a_core_with_a_position_term_is_left_as_it_was(
