@@ -131,6 +131,15 @@ def input_kind(producer_op: str) -> str:
     return "norm" if producer_op in NORM_OPS else "other"
 
 
+def _source_op(producer: dict[str, Any], name: str) -> str:
+    """The op that computed `name`, looking through Slices (a row of a LayerNorm output is still
+    a LayerNorm output: see handler/build/rows.py)."""
+    node = producer.get(name)
+    while node is not None and node.op_type == "Slice":
+        node = producer.get(node.input[0])
+    return str(getattr(node, "op_type", ""))
+
+
 def quantize_weight(w: np.ndarray[Any, Any], qmax: int) -> tuple[np.ndarray[Any, Any], Any]:
     """Symmetric per-column int8: W ~= W_q * scale[col]."""
     amax = np.abs(w).max(axis=0)
@@ -239,7 +248,7 @@ def rewrite(model: Any, recipe: PerTokenRecipe) -> int:
             continue
         src = node.input[0]
         if src not in quantised:  # the first consumer: quantise the input once for all of them
-            kind = input_kind(getattr(producer.get(src), "op_type", ""))
+            kind = input_kind(_source_op(producer, src))
             nodes, q, amax, step, zp = rw.quantise_input(src, f"pt/a{len(quantised)}", kind)
             out_nodes.extend(nodes)
             quantised[src] = (q, amax, step, zp, kind)
@@ -298,8 +307,8 @@ def merge_shared_input_linears(model: Any) -> int:
         if add is not None:
             groups[node.input[0]].append((node, add))
     merged = 0
-    new_nodes: dict[str, list[Any]] = {}
-    drop: set[str] = set()
+    new_nodes: dict[int, list[Any]] = {}  # by id(): node names need not be unique, or set
+    drop: set[int] = set()
     for src, members in groups.items():
         if len(members) < 2:
             continue
@@ -318,7 +327,7 @@ def merge_shared_input_linears(model: Any) -> int:
                 ),
             ]
         )
-        new_nodes[members[0][0].name] = [
+        new_nodes[id(members[0][0])] = [
             helper.make_node("MatMul", [src, f"{tag}/weight"], [f"{tag}/y"], name=f"{tag}/MatMul"),
             helper.make_node("Add", [f"{tag}/y", f"{tag}/bias"], [f"{tag}/yb"], name=f"{tag}/Add"),
             helper.make_node(
@@ -329,14 +338,14 @@ def merge_shared_input_linears(model: Any) -> int:
                 axis=-1,
             ),
         ]
-        drop.update(n.name for pair in members for n in pair)
+        drop.update(id(n) for pair in members for n in pair)
         merged += 1
     if not merged:
         return 0
     nodes: list[Any] = []
     for node in graph.node:
-        nodes.extend(new_nodes.get(node.name, []))
-        if node.name not in drop:
+        nodes.extend(new_nodes.get(id(node), []))
+        if id(node) not in drop:
             nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)

@@ -15,7 +15,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from handler.build import attention, export, manifest, per_token, progress, quantize, verify
+from handler.build import (
+    attention,
+    export,
+    manifest,
+    per_token,
+    progress,
+    quantize,
+    rows,
+    verify,
+)
 from handler.build.fetch import DEFAULT_MODEL, SnapshotDownload, Source, fetch
 from handler.errors import BuildError
 from handler.evaluate import Labelled, read_labelled
@@ -237,9 +246,12 @@ def build(
         stages.set_postfix_str("fuse")
         fused = work / "fused.onnx"
         fusions = quantize.fuse_transformer(fp32, work / "fused-ln.onnx", hf_config)
-        heads = attention.fuse_attention(work / "fused-ln.onnx", fused, hf_config)
+        heads = attention.fuse_attention(work / "fused-ln.onnx", work / "fused-mha.onnx", hf_config)
         if heads:
             fusions["MultiHeadAttention"] = heads
+        moved = rows.prune_rows(work / "fused-mha.onnx", fused, hf_config)
+        if moved:
+            fusions["last_layer_on_selected_token"] = moved
         stages.update()
 
         from tokenizers import Tokenizer

@@ -430,3 +430,21 @@ def test_multi_label_gate_measures_decisions_per_label(tmp_path: Path) -> None:
     clf = Classifier.from_dir(tmp_path / "o")
     sig = clf.scores(clf.run(CORPUS[:5]), None)
     assert np.all((sig >= 0) & (sig <= 1))  # sigmoid per label, not a softmax over labels
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_last_layer_runs_on_the_token_the_head_reads(
+    name: str, families: dict[str, dict[str, Path]]
+) -> None:
+    """handler/build/rows.py: every family's head reads token 0 of the last hidden state, so
+    the last layer's feed-forward block runs on one row per text (the answers against
+    transformers' pipeline are checked above)."""
+    import onnx
+
+    manifest = json.loads((families[name]["built"] / "manifest.json").read_text())
+    moved = manifest["fusions"].get("last_layer_on_selected_token", 0)
+    graph = onnx.load(str(families[name]["built"] / "model.onnx")).graph
+    sliced = [n for n in graph.node if n.op_type == "Slice" and n.name.endswith("/slice")]
+    print(name, moved, len(sliced))
+    assert moved >= 6  # at least: out-proj, residual, LayerNorm, FFN in, GELU, FFN out
+    assert len(sliced) >= 1
