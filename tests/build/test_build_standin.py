@@ -50,7 +50,7 @@ def test_manifest_records_source_target_checksums_and_gate(standin_built: Path) 
     assert manifest["files"]["model.onnx"]["bytes"] < 1_000_000
     assert manifest["fusions"]["MultiHeadAttention"] == 6  # one per layer
     # The last layer after its keys and values, on token 0 only (handler/build/rows.py).
-    assert manifest["fusions"]["last_layer_on_selected_token"] == 13
+    assert manifest["fusions"]["last_layer_on_selected_token"] == 10
     assert manifest["source"]["model_type"] == "distilbert"
     assert manifest["target"]["name"] == "x86-avx2"
     quant = manifest["quantization"]

@@ -152,16 +152,32 @@ def test_the_last_layer_runs_on_the_selected_token_with_the_same_logits(
     src = _save(layer_graph(index), tmp_path / "src.onnx")
     dst = tmp_path / "rows.onnx"
     moved = rows.prune_rows(src, dst, CONFIG)
-    # The last layer's query projection and its bias, attention, output projection, bias,
-    # residual, LayerNorm, FFN in, GELU, FFN out, bias, residual, LayerNorm.
-    assert moved == 13
+    # The last layer's output projection, bias, residual, LayerNorm, FFN in, GELU, FFN out,
+    # bias, residual, LayerNorm.
+    assert moved == 10
     pruned = onnx.load(str(dst))
-    assert len([n for n in pruned.graph.node if n.op_type == "Slice"]) == 1
-    # Keys and values still see every token; everything after them sees the selected one.
-    assert _readers_of_rows(pruned).count("MatMul") == 4  # query, output, FFN in, FFN out
-    assert "MultiHeadAttention" in _readers_of_rows(pruned)
+    # Attention still sees every token; everything after it sees the selected one: slices of
+    # the attention output and of the layer's input (for the residual).
+    assert len([n for n in pruned.graph.node if n.op_type == "Slice"]) == 2
+    readers = _readers_of_rows(pruned)
+    assert readers.count("MatMul") == 3  # output projection, FFN in, FFN out
+    assert "MultiHeadAttention" not in readers
     for feed in _feeds():
         np.testing.assert_allclose(graph_logits(dst, feed), graph_logits(src, feed), atol=1e-5)
+
+
+def test_a_cut_graph_answers_each_text_alone_and_in_a_batch_to_the_bit(tmp_path: Path) -> None:
+    """Per-token int8 after the cut: every text alone equals its row in the padded batch, to
+    the bit (rows are computed apart; the cut adds nothing that sees the padding)."""
+    src = _save(layer_graph(), tmp_path / "src.onnx")
+    cut = tmp_path / "rows.onnx"
+    assert rows.prune_rows(src, cut, CONFIG)
+    model = onnx.load(str(cut))
+    rewrite(model, RECIPES["mixed"])
+    graph = _save(model, tmp_path / "cut-int8.onnx")
+    batch, *alone = [graph_logits(graph, feed) for feed in _feeds()[:1] + _feeds()[2:]]
+    for row, logits in enumerate(alone):
+        np.testing.assert_array_equal(logits[0], batch[row])
 
 
 def test_the_per_token_graph_of_a_pruned_layer_keeps_its_answers_and_bits(tmp_path: Path) -> None:
@@ -198,7 +214,7 @@ def test_a_selection_past_the_first_token_is_left_alone(tmp_path: Path) -> None:
 def test_a_computed_position_term_is_cut_to_the_token_too(tmp_path: Path) -> None:
     src = _save(layer_graph(position_term="computed"), tmp_path / "src.onnx")
     dst = tmp_path / "rows.onnx"
-    assert rows.prune_rows(src, dst, CONFIG) == 14  # the 13, and the position Add
+    assert rows.prune_rows(src, dst, CONFIG) == 11  # the 10, and the position Add
     for feed in _feeds():
         np.testing.assert_allclose(graph_logits(dst, feed), graph_logits(src, feed), atol=1e-5)
 
@@ -209,8 +225,8 @@ def test_a_constant_with_a_sequence_axis_stops_the_cut_after_it(tmp_path: Path) 
     dst = tmp_path / "rows.onnx"
     moved = rows.prune_rows(src, dst, CONFIG)
     assert moved == 10  # from the output projection on
-    readers = _readers_of_rows(onnx.load(str(dst)))
-    assert "MultiHeadAttention" not in readers
+    slices = [n.input[0] for n in onnx.load(str(dst)).graph.node if n.op_type == "Slice"]
+    assert "l1attn_pos" in slices  # the Slice comes after the table's Add
     feed = check_feed(VOCAB)  # the table's length: the only length this graph takes
     np.testing.assert_allclose(graph_logits(dst, feed), graph_logits(src, feed), atol=1e-5)
 
