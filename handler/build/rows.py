@@ -131,23 +131,20 @@ def per_row_norm(g: _Graph, node: Any) -> bool:
     return bool(g.attr(node, "axis", -1) == -1)
 
 
-def _selection(model: Any, g: _Graph) -> tuple[Any, int] | None:
-    """The node that reads one token of a [batch, sequence, hidden] tensor, and its index."""
-    selections = []
+def _selections(model: Any, g: _Graph) -> list[tuple[Any, int]]:
+    """Nodes that read one token (index 0 or -1) of a computed [batch, sequence, ..] tensor.
+    Any other index may not exist in a short text, and the graph must keep failing there as
+    it did, not answer from a slice that came out empty."""
+    found = []
     for node in model.graph.node:
         if node.op_type != "Gather" or g.attr(node, "axis", 0) != ROW_AXIS:
             continue
         index = g.consts.get(node.input[1])
         if index is None or index.size != 1 or index.dtype.kind not in "iu":
             continue
-        if node.input[0] in g.consts:
-            continue
-        selections.append((node, int(index.reshape(-1)[0])))
-    # One selection, at index 0 or -1 (a first or last token; any other index may not exist in
-    # a short text, and the graph must keep raising for it as it did).
-    if len(selections) != 1 or selections[0][1] not in (0, -1):
-        return None
-    return selections[0]
+        if node.input[0] not in g.consts and int(index.reshape(-1)[0]) in (0, -1):
+            found.append((node, int(index.reshape(-1)[0])))
+    return found
 
 
 def prune_model(model: Any) -> int:
@@ -155,14 +152,16 @@ def prune_model(model: Any) -> int:
     from onnx import helper, numpy_helper
 
     g = _Graph(model)
-    found = _selection(model, g)
-    if found is None:
-        return 0
-    select, index = found
     rows = _Rows(model)
-    pushable = rows.pushable(select)
-    if id(g.producer.get(select.input[0])) not in pushable:
+    # The head's selection: the one whose tensor comes from row-wise work it alone reads.
+    heads = []
+    for select, index in _selections(model, g):
+        pushable = rows.pushable(select)
+        if id(g.producer.get(select.input[0])) in pushable:
+            heads.append((select, index, pushable))
+    if len(heads) != 1:
         return 0
+    select, index, pushable = heads[0]
     starts = numpy_helper.from_array(np.array([index], dtype=np.int64), "rows/starts")
     ends = numpy_helper.from_array(
         np.array([index + 1 if index != -1 else np.iinfo(np.int64).max], dtype=np.int64),

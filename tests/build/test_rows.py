@@ -22,12 +22,13 @@ CONFIG = {"vocab_size": VOCAB}
 
 
 def layer_graph(
-    index: int = 0, hidden_out: bool = False, position_term: str = ""
+    index: int = 0, hidden_out: bool = False, position_term: str = "", other_gather: bool = False
 ) -> onnx.ModelProto:
     """Embedding -> two layers (fused attention, residuals, LayerNorms, GELU feed-forward) ->
     Gather(axis=1, index) -> labels. `hidden_out`: the last hidden state is an output too;
     `position_term`: the last layer adds a position table after its attention, "computed" (the
-    table sliced to the batch's length) or "constant" (a [1, S, D] initializer)."""
+    table sliced to the batch's length) or "constant" (a [1, S, D] initializer);
+    `other_gather`: token 0 of the embeddings is also read (Gather(axis=1)), into an output."""
     rng = np.random.default_rng(3)
     inits: dict[str, np.ndarray[Any, Any]] = {
         "emb": rng.standard_normal((VOCAB, D)).astype(np.float32),
@@ -107,6 +108,11 @@ def layer_graph(
         helper.make_node("Add", ["cls_mm", "cls_b"], ["logits"]),
     ]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", LABELS])]
+    if other_gather:
+        nodes.append(helper.make_node("Gather", ["h0", "index"], ["first_embedding"], axis=1))
+        outputs.append(
+            helper.make_tensor_value_info("first_embedding", TensorProto.FLOAT, ["batch", D])
+        )
     if hidden_out:
         outputs.append(helper.make_tensor_value_info(x, TensorProto.FLOAT, ["batch", "seq", D]))
     graph = helper.make_graph(
@@ -195,6 +201,14 @@ def test_the_per_token_graph_of_a_pruned_layer_keeps_its_answers_and_bits(tmp_pa
         np.testing.assert_allclose(
             graph_logits(graphs["cut"], feed), graph_logits(graphs["whole"], feed), atol=1e-5
         )
+
+
+def test_the_head_is_told_from_another_read_of_token_zero(tmp_path: Path) -> None:
+    src = _save(layer_graph(other_gather=True), tmp_path / "src.onnx")
+    dst = tmp_path / "rows.onnx"
+    assert rows.prune_rows(src, dst, CONFIG) == 10
+    for feed in _feeds():
+        np.testing.assert_allclose(graph_logits(dst, feed), graph_logits(src, feed), atol=1e-5)
 
 
 def test_a_hidden_state_read_whole_elsewhere_is_left_whole(tmp_path: Path) -> None:
