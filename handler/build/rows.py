@@ -66,7 +66,6 @@ class _Rows:
     def __init__(self, model: Any) -> None:
         self.model = model
         self.g = _Graph(model)
-        self.inits = {i.name: i for i in model.graph.initializer}
         self.outputs = {o.name for o in model.graph.output}
 
     def constant(self, name: str) -> bool:
@@ -76,6 +75,8 @@ class _Rows:
         """Indices of `node`'s inputs that carry the sequence axis, or None when the node is not
         row-wise (or takes a constant that has a sequence axis of its own)."""
         op = node.op_type
+        if sum(1 for o in node.output if o) != 1:
+            return None  # a clone computes one result (SkipLayerNorm may also expose its sum)
         if op in NORMS and not per_row_norm(self.g, node):
             return None
         if op in ELEMENTWISE or op in NORMS:
