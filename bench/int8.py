@@ -7,8 +7,8 @@ Baseline: the previous recipe, a per-tensor dynamic int8 graph of the same model
 `session.run`. Candidates: the default per-token artifact through `Classifier.predict`
 (tokenisation and postprocessing included), raw `session.run` of that artifact on the same
 length-sorted micro-batches, and (to attribute the gain) the same build with its last layer on
-every token (handler/build/rows.py switched off). One thread; rounds interleave the paths so the machine's drift hits
-all alike; ratios are what to read, never absolute figures across runs.
+every token (handler/build/rows.py switched off). One thread; rounds interleave the paths so
+the machine's drift hits all alike; ratios are what to read, never absolute figures across runs.
 """
 
 from __future__ import annotations

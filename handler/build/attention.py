@@ -225,11 +225,15 @@ def fuse_model(model: Any, heads: int, hidden: int) -> int:
     graph.node.extend(_live(new_nodes, {o.name for o in graph.output}))
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    drop_unused_initializers(graph)
+    return len(cores)
+
+
+def drop_unused_initializers(graph: Any) -> None:
     used = {i for n in graph.node for i in n.input}
     keep = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(keep)
-    return len(cores)
 
 
 def _live(nodes: list[Any], outputs: set[str]) -> list[Any]:

@@ -31,7 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from handler.build.attention import _Graph, _live, check_feed, graph_logits
+from handler.build.attention import (
+    _Graph,
+    _live,
+    check_feed,
+    drop_unused_initializers,
+    graph_logits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +69,8 @@ NORMS = frozenset({"LayerNormalization", "SkipLayerNormalization", "SimplifiedLa
 
 
 class _Rows:
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.g = _Graph(model)
+    def __init__(self, model: Any, g: _Graph) -> None:
+        self.model, self.g = model, g
         self.outputs = {o.name for o in model.graph.output}
 
     def constant(self, name: str) -> bool:
@@ -153,7 +158,7 @@ def prune_model(model: Any) -> int:
     from onnx import helper, numpy_helper
 
     g = _Graph(model)
-    rows = _Rows(model)
+    rows = _Rows(model, g)
     # The head's selection: the one whose tensor comes from row-wise work it alone reads.
     heads = []
     for select, index in _selections(model, g):
@@ -173,7 +178,7 @@ def prune_model(model: Any) -> int:
         np.zeros(g.consts[select.input[1]].shape, dtype=g.consts[select.input[1]].dtype),
         "rows/index",
     )
-    new_nodes: dict[int, list[Any]] = {}  # placed before the node with this id
+    inserted: list[Any] = []  # before the selection, in the order they are made
     memo: dict[str, str] = {}
     moved = 0
 
@@ -194,16 +199,17 @@ def prune_model(model: Any) -> int:
                 domain=producer.domain,
             )
             clone.attribute.extend(producer.attribute)
-            new_nodes.setdefault(id(select), []).append(clone)
+            inserted.append(clone)
             moved += 1
         else:
-            node = helper.make_node(
-                "Slice",
-                [name, "rows/starts", "rows/ends", "rows/axes"],
-                [out],
-                name=f"{name}/slice",
+            inserted.append(
+                helper.make_node(
+                    "Slice",
+                    [name, "rows/starts", "rows/ends", "rows/axes"],
+                    [out],
+                    name=f"{name}/slice",
+                )
             )
-            new_nodes.setdefault(id(select), []).append(node)
         memo[name] = out
         return out
 
@@ -211,7 +217,7 @@ def prune_model(model: Any) -> int:
     nodes: list[Any] = []
     for node in model.graph.node:
         if node is select:
-            nodes.extend(new_nodes.get(id(select), []))
+            nodes.extend(inserted)
             node.input[0] = picked
             node.input[1] = "rows/index"
         nodes.append(node)
@@ -219,10 +225,7 @@ def prune_model(model: Any) -> int:
     del graph.node[:]
     graph.node.extend(_live(nodes, {o.name for o in graph.output}))
     graph.initializer.extend([starts, ends, axes, zero])
-    used = {i for n in graph.node for i in n.input}
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    drop_unused_initializers(graph)
     return moved
 
 
