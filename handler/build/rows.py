@@ -25,7 +25,6 @@ as the graph it came from on a padded batch; otherwise the graph is kept as it w
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,9 @@ import numpy as np
 from handler.build.attention import (
     _Graph,
     _live,
-    check_feed,
     drop_unused_initializers,
-    graph_logits,
+    save_if_same_logits,
 )
-
-log = logging.getLogger(__name__)
 
 CHECK_TOLERANCE = 1e-4  # fp32 logits: the same arithmetic on fewer rows
 ROW_AXIS = 1  # [batch, sequence, hidden]
@@ -237,17 +233,10 @@ def prune_rows(src: Path, dst: Path, model_config: dict[str, Any]) -> int:
 
     model = onnx.load(str(src))
     moved = prune_model(model)
-    if moved:
-        onnx.save(model, str(dst))
-        feed = check_feed(int(model_config.get("vocab_size") or 2))
-        try:
-            diff = float(np.max(np.abs(graph_logits(src, feed) - graph_logits(dst, feed))))
-        except Exception as exc:  # onnxruntime refused the cut graph: keep the whole one
-            log.warning("last-layer row pruning dropped: the pruned graph failed: %s", exc)
-            diff = float("inf")
-        if diff <= CHECK_TOLERANCE:
-            return moved
-        if diff != float("inf"):
-            log.warning("last-layer row pruning dropped: logits differ by %.3g", diff)
-    dst.write_bytes(src.read_bytes())
+    if moved and save_if_same_logits(
+        model, src, dst, model_config, CHECK_TOLERANCE, "last-layer row pruning"
+    ):
+        return moved
+    if not moved:
+        dst.write_bytes(src.read_bytes())
     return 0
