@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -272,46 +273,47 @@ def check_feed(vocab_size: int, seed: int = 0) -> dict[str, np.ndarray[Any, Any]
     return {"input_ids": ids, MASK_INPUT: mask, "token_type_ids": np.zeros_like(ids)}
 
 
-def save_if_same_logits(
-    model: Any,
+def rewrite_checked(
     src: Path,
     dst: Path,
     model_config: dict[str, Any],
+    rewrite: Callable[[Any], int],
     tolerance: float,
     what: str,
-) -> bool:
-    """Save the rewritten `model` to `dst` if it computes the logits of `src` (within
-    `tolerance`) on the padded check batch; otherwise copy `src` to `dst`, warn naming `what`,
-    and return False. A graph onnxruntime refuses counts as computing otherwise."""
+) -> int:
+    """Load `src`, apply `rewrite` (in place; returns how many places it changed) and write the
+    result to `dst` if it computes the logits of `src` (within `tolerance`) on the padded check
+    batch. Otherwise (nothing changed, other logits, or a graph onnxruntime refuses) `dst` is
+    a copy of `src`, a warning names `what`, and the result is 0."""
     import onnx
 
-    onnx.save(model, str(dst))
-    feed = check_feed(int(model_config.get("vocab_size") or 2))
-    try:
-        diff = float(np.max(np.abs(graph_logits(src, feed) - graph_logits(dst, feed))))
-    except Exception as exc:  # onnxruntime refused the rewritten graph
-        log.warning("%s dropped: the rewritten graph failed: %s", what, exc)
-    else:
-        if diff <= tolerance:
-            return True
-        log.warning("%s dropped: logits differ by %.3g from the graph it came from", what, diff)
+    model = onnx.load(str(src))
+    changed = rewrite(model)
+    if changed:
+        onnx.save(model, str(dst))
+        feed = check_feed(int(model_config.get("vocab_size") or 2))
+        try:
+            diff = float(np.max(np.abs(graph_logits(src, feed) - graph_logits(dst, feed))))
+        except Exception as exc:  # onnxruntime refused the rewritten graph
+            log.warning("%s dropped: the rewritten graph failed: %s", what, exc)
+        else:
+            if diff <= tolerance:
+                return changed
+            log.warning("%s dropped: logits differ by %.3g from the graph it came from", what, diff)
     dst.write_bytes(src.read_bytes())
-    return False
+    return 0
 
 
 def fuse_attention(src: Path, dst: Path, model_config: dict[str, Any]) -> int:
     """Write `src` with its attention cores fused to `dst`; returns how many were fused (0: the
     graph is copied unchanged, when nothing matched or the fused graph computed otherwise)."""
-    import onnx
-
     heads = int(model_config.get("n_heads") or model_config.get("num_attention_heads") or 0)
     hidden = int(model_config.get("dim") or model_config.get("hidden_size") or 0)
-    model = onnx.load(str(src))
-    fused = fuse_model(model, heads, hidden)
-    if fused and save_if_same_logits(
-        model, src, dst, model_config, CHECK_TOLERANCE, "attention fusion"
-    ):
-        return fused
-    if not fused:
-        dst.write_bytes(src.read_bytes())
-    return 0
+    return rewrite_checked(
+        src,
+        dst,
+        model_config,
+        lambda model: fuse_model(model, heads, hidden),
+        CHECK_TOLERANCE,
+        "attention fusion",
+    )

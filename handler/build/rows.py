@@ -34,7 +34,7 @@ from handler.build.attention import (
     _Graph,
     _live,
     drop_unused_initializers,
-    save_if_same_logits,
+    rewrite_checked,
 )
 
 CHECK_TOLERANCE = 1e-4  # fp32 logits: the same arithmetic on fewer rows
@@ -229,14 +229,6 @@ def prune_rows(src: Path, dst: Path, model_config: dict[str, Any]) -> int:
     """Write `src` with its last layer cut to the selected token to `dst`; returns how many
     nodes were moved (0: the graph is copied unchanged, when no selection was found or the
     result computed otherwise)."""
-    import onnx
-
-    model = onnx.load(str(src))
-    moved = prune_model(model)
-    if moved and save_if_same_logits(
-        model, src, dst, model_config, CHECK_TOLERANCE, "last-layer row pruning"
-    ):
-        return moved
-    if not moved:
-        dst.write_bytes(src.read_bytes())
-    return 0
+    return rewrite_checked(
+        src, dst, model_config, prune_model, CHECK_TOLERANCE, "last-layer row pruning"
+    )
