@@ -180,41 +180,73 @@ def test_embedding_table_is_int8_with_row_scales_and_tied_tables_are_left() -> N
 
 
 QEMU = shutil.which("qemu-x86_64")
-PROBE = """
-import json, sys
-import numpy as np
-from handler.build.quantize import host_saturates
-from handler.inference import Classifier
-clf = Classifier.from_dir(sys.argv[1])
-texts = json.loads(sys.argv[2])
-logits = np.concatenate([clf.run_encoded([e]) for e in clf.tokenizer.encode(texts)])
-print(json.dumps({"saturates": host_saturates(), "logits": logits.tolist(),
-                  "batched": [r.logits.tolist() for r in clf.run(texts)]}))
-"""
+HELD_OUT = [
+    "A masterpiece: moving, funny and beautifully acted.",
+    "A tedious, badly written waste of two hours.",
+    "it 's a charming and often affecting journey . ",
+    "The plot meanders, yet the lead performance is magnetic and the score soars.",
+    "Not bad at all, though I expected more from the director of such fine earlier work.",
+    "unflinchingly bleak and desperate ",
+    "The printer driver installs, but the settings page never opens.",
+]
+# Largest softmax score difference allowed between an emulated Haswell and this host, end to end.
+# Float kernels (LayerNorm, GELU, Softmax) differ by ISA in their last bits (AVX-512 vs AVX2:
+# 1-3 ULP); where such a bit moves a value across a per-token rounding boundary the change
+# propagates. Measured: up to 5e-4 on 120 held-out texts (AVX-512 VNNI host vs emulated Haswell),
+# 7e-9 on these texts. 4x the measured maximum; the saturating full-range (x86-vnni) artifact
+# moves these texts' scores by 5.1e-3 there, and fails the integer check in every GEMM.
+CROSS_ISA_SCORE_TOLERANCE = 2e-3
+
+
+def _gemm_activations(model_dir: Path, texts: list[str]) -> dict[str, np.ndarray[Any, Any]]:
+    """The uint8 activations each integer GEMM of the artifact receives for `texts` on this host,
+    as [rows, K] per weight name, plus the largest value the GEMM's recipe allows in every
+    column of one more row (the pair sums' worst case, whatever the text)."""
+    clf = Classifier.from_dir(model_dir)
+    model = onnx.load(str(model_dir / clf.config.model_file))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    gemms = {n.input[1]: n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat"}
+    for a in {n.input[0] for n in gemms.values()}:
+        model.graph.output.append(helper.make_tensor_value_info(a, TensorProto.UINT8, None))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), opts, ["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    rows: dict[str, list[np.ndarray[Any, Any]]] = {w: [] for w in gemms}
+    for enc in clf.tokenizer.encode(texts):
+        feed = clf.tokenizer.pad([enc], clf.input_names)
+        values = dict(zip(names, sess.run(None, feed), strict=True))
+        for w, node in gemms.items():
+            a = values[node.input[0]]
+            rows[w].append(a.reshape(-1, a.shape[-1]))
+    out = {}
+    for w, node in gemms.items():
+        seen = np.concatenate(rows[w])
+        zp = int(inits[node.input[4]])
+        bound = max(int(seen.max()), 2 * zp - 1)  # symmetric recipes: zp +- (zp - 1)
+        out[w] = np.concatenate([seen, np.full((1, seen.shape[1]), bound, dtype=np.uint8)])
+    return out
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(QEMU is None, reason="qemu-x86_64 not installed (Debian: qemu-user)")
-def test_default_artifact_answers_identically_without_vnni(standin_built: Path) -> None:
-    """The default target under an emulated Haswell (AVX2, no VNNI: the saturating kernel)."""
-    texts = [
-        "A masterpiece: moving, funny and beautifully acted.",
-        "A tedious, badly written waste of two hours.",
-        "it 's a charming and often affecting journey . ",
-        "The plot meanders, yet the lead performance is magnetic and the score soars.",
-        "Not bad at all, though I expected more from the director of such fine earlier work.",
-        "unflinchingly bleak and desperate ",
-    ]
+def test_default_artifact_never_saturates_without_vnni(standin_built: Path, tmp_path: Path) -> None:
+    """Under an emulated Haswell (AVX2, no VNNI: VPMADDUBSW's saturating int16 pair sums).
+
+    Pins, independently of this host's float kernels: (1) every integer GEMM of the default
+    artifact, fed the uint8 activations it really receives plus a worst-case row, gives the exact
+    integer product there; (2) on that CPU a text's logits alone and in a padded batch are equal
+    to the bit; (3) its answers match this host's: same labels, scores within a measured
+    cross-ISA tolerance (float kernels differ by ISA, so never to the bit across hosts).
+    """
+    activations = _gemm_activations(standin_built, HELD_OUT)
+    arrays: dict[str, Any] = activations  # savez's keyword types clash with **arrays
+    np.savez(tmp_path / "a.npz", **arrays)
     proc = subprocess.run(
         [
-            QEMU or "",
-            "-cpu",
-            "Haswell",
-            sys.executable,
-            "-c",
-            PROBE,
-            str(standin_built),
-            json.dumps(texts),
+            *(QEMU or "", "-cpu", "Haswell", sys.executable, "-m", "tests.build.no_vnni_probe"),
+            *(str(standin_built), json.dumps(HELD_OUT), str(tmp_path / "a.npz")),
+            str(tmp_path / "y.npz"),
         ],
         capture_output=True,
         text=True,
@@ -223,11 +255,29 @@ def test_default_artifact_answers_identically_without_vnni(standin_built: Path) 
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     emulated = json.loads(proc.stdout)
-    assert emulated["saturates"] is True  # the emulated CPU really lacks VNNI
+    assert emulated["saturates"] is True  # the emulated CPU really has the saturating kernel
+
+    model = onnx.load(str(standin_built / "model.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    zero_points = {
+        n.input[1]: int(inits[n.input[4]])
+        for n in model.graph.node
+        if n.op_type == "MatMulIntegerToFloat"
+    }
+    with np.load(tmp_path / "y.npz") as data:
+        got = {name: data[name] for name in data.files}
+    assert set(got) == set(activations) and len(got) >= 12
+    for w, a in activations.items():
+        exact = (a.astype(np.int64) - zero_points[w]) @ inits[w].astype(np.int64)
+        assert np.array_equal(got[w].astype(np.int64), exact), w
+
+    alone = np.asarray(emulated["alone"], dtype=np.float32)
+    assert np.array_equal(np.asarray(emulated["batched"], dtype=np.float32), alone)
     clf = Classifier.from_dir(standin_built)
-    native = np.concatenate([clf.run_encoded([e]) for e in clf.tokenizer.encode(texts)])
-    assert np.array_equal(np.asarray(emulated["logits"], dtype=np.float32), native)
-    np.testing.assert_allclose(np.asarray(emulated["batched"]), native, atol=1e-5)
+    native = np.concatenate([clf.run_encoded([e]) for e in clf.tokenizer.encode(HELD_OUT)])
+    assert np.array_equal(alone.argmax(axis=1), native.argmax(axis=1))
+    scores = [clf.scores_from_logits(x, None) for x in (alone, native)]
+    assert float(np.abs(scores[0] - scores[1]).max()) <= CROSS_ISA_SCORE_TOLERANCE
 
 
 def test_linears_on_one_input_merge_into_one_gemm_exactly() -> None:
