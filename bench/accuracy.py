@@ -7,7 +7,8 @@ measures on half b (436 labelled sentences) and, for label agreement, half b plu
 of other kinds (bench/review_texts.py). Rows: fp32, the previous per-tensor recipe (dynamic int8,
 7-bit weights, one text per run) and each per-token target. Where this CPU's u8s8 sums saturate
 (no VNNI), a full-range artifact is measured through its exact twin: the numbers a VNNI or arm64
-CPU computes (see handler/build/per_token.py).
+CPU computes (see handler/build/per_token.py). Out-of-domain columns: the build's own figures on
+unlabelled text (default: 1,500 Python standard library docstring lines, handler/build/agreement.py).
 """
 
 from __future__ import annotations
@@ -115,19 +116,25 @@ def main() -> int:
                     "measured_as": measured_as,
                     "model_mb": round(manifest["sizes_bytes"]["artifact_model"] / 1e6, 1),
                     "gate_agreement_report_split": manifest["verification"]["agreement"],
+                    "unlabelled": manifest["verification"]["unlabelled"],
                 },
             )
         )
     (out / "accuracy.json").write_text(json.dumps(rows, indent=2))
     print(
         "| artifact | recipe | accuracy (half b, n=436) | drop vs fp32 (points) | agreement "
-        "(half b) | agreement (half b + reviews, n=486) | measured as |"
+        "(half b) | agreement (half b + reviews, n=486) | out of domain: agreement (flips) | "
+        "out of domain: score diff p50 / p99 / max | measured as |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        ood = r.get("unlabelled")
+        agree = f"{ood['agreement']:.4f} ({ood['flips']})" if ood else ""
+        diffs = "{p50} / {p99} / {max}".format(**ood["score_diff"]) if ood else ""
         print(
             f"| {r['artifact']} | {r['recipe']} | {r['accuracy_half_b']:.4f} | {r['drop_points']} | "
-            f"{r['agreement_half_b']:.4f} | {r['agreement_all']:.4f} | {r.get('measured_as', '')} |"
+            f"{r['agreement_half_b']:.4f} | {r['agreement_all']:.4f} | {agree} | {diffs} | "
+            f"{r.get('measured_as', '')} |"
         )
     return 0
 

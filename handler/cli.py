@@ -43,6 +43,7 @@ def _model_dir(args: argparse.Namespace) -> Path:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from handler.build import verify
+    from handler.build.agreement import AgreementGate
     from handler.build.pipeline import BuildOptions, build
 
     manifest = build(
@@ -53,6 +54,11 @@ def cmd_build(args: argparse.Namespace) -> int:
             out=Path(args.out),
             eval_path=Path(args.eval) if args.eval else None,
             threads=args.threads,
+            agreement_text=Path(args.agreement_text) if args.agreement_text else None,
+            agreement_gate=AgreementGate(
+                min_agreement=args.min_unlabelled_agreement,
+                max_p99_score_diff=args.max_unlabelled_p99,
+            ),
             gate=verify.Gate(
                 max_accuracy_drop=args.max_accuracy_drop,
                 min_agreement=args.min_agreement,
@@ -78,6 +84,16 @@ def cmd_build(args: argparse.Namespace) -> int:
             "batch_invariance": {
                 k: v["batch_invariance"][k]
                 for k in ("max_score_diff", "label_flips", "batch_sizes")
+            },
+            "unlabelled": {
+                k: v["unlabelled"][k]
+                for k in ("source", "n", "agreement", "flips", "score_diff")
+                if k in v["unlabelled"]
+            },
+            "figures_computed_on": {
+                "cpu": v["computed_on"]["host"]["cpu"],
+                "arithmetic": v["computed_on"]["arithmetic"],
+                "describes_target": v["computed_on"]["describes_target"],
             },
             "model_bytes": manifest["sizes_bytes"]["artifact_model"],
         }
@@ -171,6 +187,21 @@ def parser() -> argparse.ArgumentParser:
         "--max-regression-error",
         type=float,
         help="regression heads: largest mean |int8 - fp32| output (default: 2%% of fp32's spread)",
+    )
+    b.add_argument(
+        "--agreement-text",
+        help="unlabelled text, one per line, for agreement with fp32 off the labelled set's "
+        "domain (default: Python standard library docstrings, made at build time)",
+    )
+    b.add_argument(
+        "--min-unlabelled-agreement",
+        type=float,
+        help="fail the build when label agreement with fp32 on that text is below this",
+    )
+    b.add_argument(
+        "--max-unlabelled-p99",
+        type=float,
+        help="fail the build when the 99th percentile score difference there is above this",
     )
     b.set_defaults(func=cmd_build)
 

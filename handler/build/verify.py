@@ -255,6 +255,11 @@ def check(report: dict[str, Any], where: str = "the report split") -> None:
             "batch_invariance": "scores change with batch-mates by "
             f"{inv.get('max_score_diff')} ({inv.get('label_flips')} label changes)",
         }
+        if "unlabelled" in report:
+            from handler.build.agreement import AgreementGate, explain
+
+            gate = report["unlabelled"]["gate"]
+            details.update(explain(report["unlabelled"], AgreementGate(**gate)))
         reasons = "; ".join(details[name] for name in report["failed"])
         raise GateFailed(
             f"verification failed on {where} (n={report['n']}, "
