@@ -4,7 +4,7 @@
 
 Builds the stand-in for each target with the gate on SST-2 half a (as the tests do), then
 measures on half b (436 labelled sentences) and, for label agreement, half b plus review text
-of other kinds (bench/review_texts.py). Rows: fp32, the previous per-tensor recipe (dynamic int8,
+of other kinds (handler/tune/sample.py). Rows: fp32, the previous per-tensor recipe (dynamic int8,
 7-bit weights, one text per run) and each per-token target. Where this CPU's u8s8 sums saturate
 (no VNNI), a full-range artifact is measured through its exact twin: the numbers a VNNI or arm64
 CPU computes (see handler/build/per_token.py). Out-of-domain columns: the build's own figures on
@@ -28,12 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.int8 import baseline_graph  # noqa: E402
-from bench.review_texts import REVIEWS  # noqa: E402
 from handler.build import per_token, quantize  # noqa: E402
 from handler.build.pipeline import BuildOptions, build  # noqa: E402
 from handler.evaluate import read_labelled  # noqa: E402
 from handler.inference import Classifier  # noqa: E402
 from handler.inference.session import create_session  # noqa: E402
+from handler.tune.sample import REVIEWS  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 STANDIN = Path(os.environ.get("STANDIN_MODEL_DIR", SHARED / "models/distilbert-mini-sst2"))

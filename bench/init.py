@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.run import EVAL_A, STANDIN, prepare  # noqa: E402
 from handler.adapters.runtime_api import RuntimeAPI  # noqa: E402
+from handler.tune import quota  # noqa: E402
 
 AWSLAMBDARIC = "awslambdaric==4.2.2"
 BOTO3 = "boto3==1.44.8"
@@ -88,35 +89,6 @@ def layouts(out: Path, python: str) -> dict[str, list[Path]]:
 
 
 QUOTA: list[str] = []  # argv prefix that runs a command in the quota cgroup, once made
-
-
-def cpu_quota(vcpus: float) -> str | None:
-    """A cgroup whose CFS quota is `vcpus` CPUs (v1 `cpu` controller or v2 `cpu.max`); returns
-    its cgroup.procs path, or None where cgroups cannot be written here."""
-    period = 100_000
-    quota = int(vcpus * period)
-    v1 = Path("/sys/fs/cgroup/cpu")
-    v2 = Path("/sys/fs/cgroup")
-    try:
-        if (v1 / "cpu.cfs_quota_us").is_file():
-            group = v1 / "bench-init"
-            group.mkdir(exist_ok=True)
-            (group / "cpu.cfs_period_us").write_text(str(period))
-            (group / "cpu.cfs_quota_us").write_text(str(quota))
-        elif (v2 / "cgroup.controllers").is_file():
-            group = v2 / "bench-init"
-            group.mkdir(exist_ok=True)
-            (group / "cpu.max").write_text(f"{quota} {period}")
-        else:
-            return None
-    except OSError:
-        return None
-    return str(group / "cgroup.procs")
-
-
-def quota_argv(procs: str | None) -> list[str]:
-    # The shell joins the cgroup, then becomes the command: no preexec_fn in a threaded parent.
-    return [] if procs is None else ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh"]
 
 
 def one_start(
@@ -238,10 +210,12 @@ def main() -> int:
         "--against", metavar="REV", help="only A/B this checkout against git revision REV"
     )
     args = ap.parse_args()
-    procs = cpu_quota(args.vcpus) if args.vcpus > 0 else None
-    QUOTA[:] = quota_argv(procs)
-    quota = args.vcpus if procs else None
-    print(f"CPU quota: {f'{quota} vCPU (cgroup)' if quota else 'none (cgroups not writable)'}")
+    procs = quota.make_group("bench-init", args.vcpus) if args.vcpus > 0 else None
+    QUOTA[:] = quota.argv_in(procs)
+    vcpu_quota = args.vcpus if procs else None
+    print(
+        f"CPU quota: {f'{vcpu_quota} vCPU (cgroup)' if vcpu_quota else 'none (cgroups not writable)'}"
+    )
     models = prepare(args.out)
     if args.against:
         return against(args.against, args.out / "init", args.python, models, args.repeats)
@@ -289,7 +263,7 @@ def main() -> int:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-    result = {"python": version, "repeats": args.repeats, "vcpu_quota": quota, "rows": rows}
+    result = {"python": version, "repeats": args.repeats, "vcpu_quota": vcpu_quota, "rows": rows}
     (args.out / "init.json").write_text(json.dumps(result, indent=2) + "\n")
     print(render(result))
     return 0

@@ -1,6 +1,6 @@
-"""python -m handler build | classify | eval | verify | serve | invoke.
+"""python -m handler build | classify | eval | verify | serve | invoke | tune.
 
-Output contract: stdout carries the command's result only (JSON), so `... | jq` works; logs,
+Output contract: stdout carries the command's result only (JSON; `tune` prints a table unless `--json`), so `... | jq` works; logs,
 metrics, warnings and progress go to stderr. Errors: `error: ...` on stderr, exit status 2.
 """
 
@@ -19,6 +19,7 @@ from handler.errors import ArtifactError, ClassifierError
 # Where results go: the process's stdout, captured before main() points sys.stdout at stderr
 # (Powertools prints EMF metric lines with print()).
 _result_stream: TextIO = sys.stdout
+DEFAULT_TUNE_SIZES = (512, 1024, 1769, 3008, 3538)  # handler.tune.DEFAULT_SIZES, unimported
 
 
 def _print(obj: Any) -> None:
@@ -142,6 +143,45 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from handler import tune
+    from handler.errors import InvalidInput
+    from handler.tune.sample import REVIEWS
+
+    prices = tune.PRICES[args.arch]
+    if args.price_gb_s is not None:
+        prices = replace(prices, per_gb_second=args.price_gb_s, as_of="given")
+    if args.price_request is not None:
+        prices = replace(prices, per_million_requests=args.price_request, as_of="given")
+    try:
+        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        raise InvalidInput(f"--sizes takes sizes in MB, e.g. 1024,1769: {args.sizes!r}") from None
+    if not sizes or any(not 128 <= s <= 10240 for s in sizes):
+        raise InvalidInput(f"--sizes must be Lambda memory sizes, 128-10240 MB: {args.sizes!r}")
+    if args.rounds < 1:
+        raise InvalidInput(f"--rounds must be 1 or more, got {args.rounds}")
+    texts = tune.read_texts(Path(args.data)) if args.data else list(REVIEWS)
+    model = Path(args.model) if args.measured else _model_dir(args)
+    result = tune.run(
+        model,
+        texts,
+        sizes,
+        prices,
+        args.p99_ms,
+        measured_file=Path(args.measured) if args.measured else None,
+        progress=lambda msg: print(f"tune: {msg}", file=sys.stderr, flush=True),
+        rounds=args.rounds,
+    )
+    if args.json:
+        _print(result)
+    else:
+        _result_stream.write(tune.render(result) + "\n")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     if args.through_lambda:
         from handler.adapters.local import serve_through_lambda
@@ -232,6 +272,26 @@ def parser() -> argparse.ArgumentParser:
         "for a local S3), as for an event from `sam local generate-event s3 put`",
     )
     i.set_defaults(func=cmd_invoke)
+
+    t = sub.add_parser(
+        "tune", help="latency, throughput and cost per million texts at each memory size"
+    )
+    t.add_argument("--model", help="built model folder (default: MODEL_DIR, else ./build/model)")
+    t.add_argument("--data", help="texts, one per line (default: a built-in sample of reviews)")
+    t.add_argument("--arch", choices=["x86_64", "arm64"], default="x86_64")
+    t.add_argument("--sizes", default=",".join(map(str, DEFAULT_TUNE_SIZES)), help="MB, commas")
+    t.add_argument("--p99-ms", type=float, default=100.0, help="the API's one-text p99 target (ms)")
+    t.add_argument("--price-gb-s", type=float, help="USD per GB-second (default: published)")
+    t.add_argument("--price-request", type=float, help="USD per million requests")
+    t.add_argument(
+        "--measured",
+        help="figures from an earlier `tune --json` (e.g. run on arm64): costs only, no timing",
+    )
+    t.add_argument(
+        "--rounds", type=int, default=3, help="each size once per round; medians (default 3)"
+    )
+    t.add_argument("--json", action="store_true", help="print the figures as JSON")
+    t.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("serve", help="the API on http://127.0.0.1:8000 (uvicorn)")
     s.add_argument("--host", default="127.0.0.1")

@@ -29,8 +29,10 @@ def readme_blocks() -> list[str]:
 
 def test_the_section_has_the_commands_users_need() -> None:
     joined = "\n".join(readme_blocks())
-    for command in ("classify", "eval", "verify", "invoke", "serve --port 8000", "--current-etag"):
-        assert f"python -m handler {command}" in joined or command in joined
+    commands = ("classify", "eval", "verify", "invoke", "tune", "serve --port 8000")
+    for command in commands:
+        assert f"python -m handler {command}" in joined
+    assert "--current-etag" in joined
     assert "API=http://127.0.0.1:8000" in joined
 
 
@@ -73,4 +75,5 @@ def test_after_the_demo_commands_run_as_written(tiny_model: Path, tmp_path: Path
     assert "Traceback" not in out.stdout
     assert '"status": "done"' in out.stdout and '"record": 2' in out.stdout  # --current-etag
     assert "TextClassificationOutputElement(label=" in out.stdout  # InferenceClient
+    assert "| 1769 | 1.00 |" in out.stdout and "batch: " in out.stdout  # tune's table
     assert '"localFailureReasons"' in out.stdout and '"statusCode": 200' in out.stdout

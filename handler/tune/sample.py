@@ -1,5 +1,6 @@
 """Review text unlike SST-2's (products, places, apps; cased, punctuated, some long), written
-for this project: label agreement between int8 and fp32 off the training domain."""
+for this project: `tune`'s default sample of what a function is sent, and, in bench/accuracy.py,
+label agreement between int8 and fp32 off the training domain."""
 
 REVIEWS = [
     "Battery life is fantastic, easily two days of heavy use. Highly recommend.",

@@ -1,0 +1,65 @@
+"""One measurement in a fresh process, as one Lambda execution environment would see it:
+
+    python -m handler.tune.probe api|batch TEXTS_JSON REPEATS
+
+The environment names the model (MODEL_DIR) and the memory size
+(AWS_LAMBDA_FUNCTION_MEMORY_SIZE), so the function picks its threads as it does on Lambda. The
+process imports the real entry point (its init), prints `ready`, then, for `api`, sends each text
+as its own HTTP API request through `lambda_handler` and prints the latencies; for `batch`,
+classifies the texts in the S3 path's chunks and prints the elapsed time. The parent times the
+init from spawn to `ready`, the interpreter's start included, as Lambda bills it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+READY = "tune: ready"
+RESULT = "tune: result "
+
+
+def main(argv: list[str]) -> int:
+    role, texts, repeats = argv[0], json.loads(argv[1]), int(argv[2])
+    from handler import entry
+    from handler.adapters.local import LocalContext, http_api_event
+
+    print(READY, flush=True)
+    fn = entry.function
+    out: dict[str, Any] = {"threads": fn.settings.num_threads}
+    if role == "api":
+        headers = {"content-type": "application/json"}
+        events = [
+            http_api_event("POST", "/classify", headers, json.dumps({"inputs": t}).encode(), "tune")
+            for t in texts
+        ]
+        latencies = []
+        entry.lambda_handler(events[0], LocalContext())  # the first request pays one-off costs
+        for _ in range(repeats):
+            for event in events:
+                start = time.perf_counter()
+                answer = entry.lambda_handler(event, LocalContext())
+                latencies.append((time.perf_counter() - start) * 1000)
+                if answer.get("statusCode") != 200:
+                    raise SystemExit(f"the function answered {answer.get('statusCode')}")
+        out["latencies_ms"] = latencies
+    else:
+        from handler.batch.formats import Record
+        from handler.batch.job import classify_chunk
+
+        records = [Record(i + 1, text=t) for i, t in enumerate(texts * repeats)]
+        size = fn.settings.batch_chunk_size
+        classifier = fn.model.classifier
+        classify_chunk(classifier, records[:size])  # warm, as the first object would
+        start = time.perf_counter()
+        for i in range(0, len(records), size):
+            classify_chunk(classifier, records[i : i + size])
+        out["texts"], out["seconds"] = len(records), time.perf_counter() - start
+    print(RESULT + json.dumps(out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
