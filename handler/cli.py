@@ -1,7 +1,8 @@
 """python -m handler build | classify | eval | verify | serve | invoke | tune.
 
-Output contract: stdout carries the command's result only (JSON; `tune` prints a table unless `--json`), so `... | jq` works; logs,
-metrics, warnings and progress go to stderr. Errors: `error: ...` on stderr, exit status 2.
+Output contract: stdout carries the command's result only (JSON; `tune` prints a table unless
+`--json`), so `... | jq` works; logs, metrics, warnings and progress go to stderr. Errors:
+`error: ...` on stderr, exit status 2.
 """
 
 from __future__ import annotations
