@@ -79,6 +79,11 @@ else
   echo "note: no built model at $MODEL_DIR; the function folder has no model/ (build one first)" >&2
 fi
 
+# `sam build` of infra/template-zip.yaml builds the function with this Makefile (BuildMethod:
+# makefile): a copy as is. SAM's Python builder would copy it without *.pyc and __pycache__.
+printf 'build-ApiFunction:\n\tcp -R . "$(ARTIFACTS_DIR)"\n\trm -f "$(ARTIFACTS_DIR)/Makefile"\n' \
+  >"$OUT/function/Makefile"
+
 (cd "$OUT/layer" && zip -qr9 ../layer.zip python)
 
 layer_bytes=$(du -sb "$OUT/layer" | cut -f1)

@@ -2,9 +2,9 @@
 # Creates .venv (once) and installs the project with everything the demo and the tests use, and
 # .venv-lambda: the function's runtime as Lambda's image has it (Python 3.12 where this machine
 # has it, the pinned runtime dependencies, awslambdaric), for the tests and benchmarks that run
-# the function under awslambdaric. Says what each step does; a first run takes 1-3 minutes
-# (torch 2.13.0 CPU is the largest part); later runs return at once (stamps keyed on the
-# requirement files).
+# the function under awslambdaric; and .venv-tools: the SAM CLI and the scanners (tests/infra).
+# Says what each step does; a first run takes 3-5 minutes (torch 2.13.0 CPU and the SAM CLI are
+# the largest parts); later runs return at once (stamps keyed on the requirement files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -68,6 +68,23 @@ else
   else
     echo "warning: could not create $LAMBDA_VENV; the tests that run the function under awslambdaric will be skipped" >&2
     rm -rf "$LAMBDA_VENV"
+  fi
+fi
+# Scanners and the SAM CLI (tests/infra: sam build, checkov, hadolint, actionlint, zizmor, bandit).
+TOOLS_VENV="${TOOLS_VENV:-$VENV-tools}"
+tools_stamp="$TOOLS_VENV/.installed-$(sha256sum scripts/tools-requirements.txt | cut -c1-16)"
+if [ -f "$tools_stamp" ]; then
+  step "$TOOLS_VENV is up to date"
+else
+  step "creating $TOOLS_VENV (sam, checkov, hadolint, actionlint, zizmor, bandit; ~2 minutes)"
+  rm -rf "$TOOLS_VENV"
+  if "$PYTHON" -m venv "$TOOLS_VENV" &&
+    "$TOOLS_VENV/bin/python" -m pip install --quiet --upgrade pip &&
+    "$TOOLS_VENV/bin/python" -m pip install --quiet -r scripts/tools-requirements.txt; then
+    touch "$tools_stamp"
+  else
+    echo "warning: could not create $TOOLS_VENV; the scanner and sam build tests will be skipped" >&2
+    rm -rf "$TOOLS_VENV"
   fi
 fi
 step "done"

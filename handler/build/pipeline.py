@@ -36,8 +36,10 @@ from handler.inference.session import create_session
 from handler.inference.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
-# Without --eval: the GLUE SST-2 validation split, the split the model card's accuracy is on.
+# Without --eval: the GLUE SST-2 validation split, the split the model card's accuracy is on,
+# at a pinned revision of the dataset repository (the same bytes for every build).
 DEFAULT_EVAL = ("nyu-mll/glue", "sst2/validation-00000-of-00001.parquet")
+DEFAULT_EVAL_REVISION = "4c50f6d2c71ecad30a90f5da22d5392673f3ab05"
 MAX_SANE_LENGTH = 1_000_000  # tokenizer_config's "no limit" is 1e30
 
 
@@ -198,7 +200,11 @@ def load_eval(
         from huggingface_hub import hf_hub_download
 
         parquet = hf_hub_download(
-            DEFAULT_EVAL[0], DEFAULT_EVAL[1], repo_type="dataset", local_files_only=bool(offline)
+            DEFAULT_EVAL[0],
+            DEFAULT_EVAL[1],
+            repo_type="dataset",
+            revision=DEFAULT_EVAL_REVISION,
+            local_files_only=bool(offline),
         )
         table = pq.read_table(parquet).to_pydict()
     except Exception as exc:  # any failure here means: no default data, ask for a file
@@ -214,7 +220,8 @@ def load_eval(
             for s, lab in zip(table["sentence"], table["label"], strict=True)
         )
     )
-    return read_labelled(tsv, id2label), f"hf://datasets/{DEFAULT_EVAL[0]}/{DEFAULT_EVAL[1]}"
+    repo, name = DEFAULT_EVAL
+    return read_labelled(tsv, id2label), f"hf://datasets/{repo}@{DEFAULT_EVAL_REVISION}/{name}"
 
 
 def _session_ms(path: Path, pre_optimized: bool, repeats: int = 3) -> float:

@@ -29,16 +29,18 @@ def test_default_eval_comes_from_the_hub(tmp_path: Path, monkeypatch: pytest.Mon
     calls: list[tuple[Any, ...]] = []
 
     def fake_download(repo_id: str, filename: str, **kwargs: Any) -> str:
-        calls.append((repo_id, filename, kwargs.get("repo_type")))
+        calls.append((repo_id, filename, kwargs.get("repo_type"), kwargs.get("revision")))
         return str(parquet)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     hub = tiny.make_hub_folder(tmp_path / "hub")
     manifest = build(BuildOptions(model=str(hub), target="x86-vnni", out=tmp_path / "out"))
-    assert calls == [(*pipeline.DEFAULT_EVAL, "dataset")]
+    assert calls == [(*pipeline.DEFAULT_EVAL, "dataset", pipeline.DEFAULT_EVAL_REVISION)]
+    assert len(pipeline.DEFAULT_EVAL_REVISION) == 40  # a commit, not a branch that moves
     verification = manifest["verification"]
     assert verification["n"] + verification["selection"]["n"] == len(rows)
-    assert manifest["verification"]["eval_source"].startswith("hf://datasets/nyu-mll/glue/")
+    source = manifest["verification"]["eval_source"]
+    assert source.startswith(f"hf://datasets/nyu-mll/glue@{pipeline.DEFAULT_EVAL_REVISION}/")
 
 
 def test_no_eval_and_no_hub_is_a_clear_error(

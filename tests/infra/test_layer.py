@@ -11,13 +11,17 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import EVENTS
+from tests.infra.tools import tool
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,11 +134,26 @@ print(json.dumps({{"status": response["statusCode"], "body": body, "bad": bad, "
     assert result["from"].startswith(str(layer))
 
 
+Built = Callable[[str], tuple[Path, "subprocess.CompletedProcess[str]"]]
+
+
+@pytest.fixture(scope="module")
+def built312(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The 3.12 layer and function folders for an architecture, built once per module."""
+    cache: dict[str, tuple[Path, subprocess.CompletedProcess[str]]] = {}
+
+    def get(arch: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+        if arch not in cache:
+            out = tmp_path_factory.mktemp(f"layer-{arch}")
+            cache[arch] = (out, _build(out, arch, "3.12", tiny_model))
+        return cache[arch]
+
+    return get
+
+
 @pytest.mark.parametrize("arch", ["x86_64", "arm64"])
-def test_python312_layer_builds_within_the_size_limit(
-    arch: str, tiny_model: Path, tmp_path: Path
-) -> None:
-    proc = _build(tmp_path, arch, "3.12", tiny_model)
+def test_python312_layer_builds_within_the_size_limit(arch: str, built312: Built) -> None:
+    tmp_path, proc = built312(arch)
     assert proc.returncode == 0, proc.stderr
     assert f"layer ({arch}, python 3.12)" in proc.stdout
     python312 = _python("3.12")
@@ -148,6 +167,48 @@ def test_python312_layer_builds_within_the_size_limit(
     machine = "x86-64" if arch == "x86_64" else "aarch64"
     file_out = subprocess.run(["file", str(libs[0])], capture_output=True, text=True).stdout
     assert machine in file_out.replace("x86_64", "x86-64") or "ARM aarch64" in file_out
+
+
+def test_sam_build_of_the_zip_template_ships_the_bytecode(built312: Built, tmp_path: Path) -> None:
+    """`sam build -t infra/template-zip.yaml`, as the README deploys it, with the real SAM CLI:
+    its Python builder would drop *.pyc; the function's Makefile build copies them."""
+    sam = tool("sam")
+    python312 = _python("3.12")
+    if python312 is None:
+        pytest.skip("no Python 3.12 here to check the bytecode against (LAMBDA_PYTHON)")
+    out, proc = built312("x86_64")
+    assert proc.returncode == 0, proc.stderr
+    repo = tmp_path / "repo"
+    (repo / "infra").mkdir(parents=True)
+    shutil.copy(ROOT / "infra" / "template-zip.yaml", repo / "infra")
+    (repo / "layers" / "build").mkdir(parents=True)
+    (repo / "layers" / "build" / "deploy").symlink_to(out / "x86_64-py3.12")
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([str(Path(python312).parent), os.environ.get("PATH", "")]),
+        "SAM_CLI_TELEMETRY": "0",
+    }
+    build_dir = tmp_path / "sam-build"
+    done = subprocess.run(
+        [sam, "build", "-t", "infra/template-zip.yaml", "--build-dir", str(build_dir)],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    function = build_dir / "ApiFunction"
+    assert assert_bytecode_for_every_module(function, python312) > 20
+    assert (function / "model" / "manifest.json").is_file()
+    assert not (function / "Makefile").exists()  # the build recipe is not shipped
+    # The layer is taken as the script built it (no build method): the built template points
+    # at that folder, bytecode included.
+    built_template = (build_dir / "template.yaml").read_text()
+    content_uri = re.search(r"ContentUri: (\S+)", built_template)
+    assert content_uri is not None, built_template
+    layer = (build_dir / content_uri.group(1)).resolve() / "python"
+    assert (layer / "onnxruntime").is_dir() and list(layer.rglob("*.pyc"))
 
 
 def test_bad_architecture_is_refused(tmp_path: Path, tiny_model: Path) -> None:

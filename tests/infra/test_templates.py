@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = [ROOT / "infra" / "template.yaml", ROOT / "infra" / "template-zip.yaml"]
 
 
-@pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "template", [*TEMPLATES, ROOT / "infra" / "deploy-role.yaml"], ids=lambda p: p.name
+)
 def test_cfn_lint_is_clean(template: Path) -> None:
     exe = shutil.which("cfn-lint", path=str(Path(sys.executable).parent)) or "cfn-lint"
     out = subprocess.run([exe, str(template)], capture_output=True, text=True, timeout=300)
