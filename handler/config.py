@@ -163,6 +163,13 @@ class Settings:
         """
         if self.output_bucket is None:
             return
+        out, work = self.output_prefix, self.work_prefix
+        if out and (out.startswith(work) or work.startswith(out)):
+            raise ConfigError(
+                f"OUTPUT_PREFIX={out!r} overlaps WORK_PREFIX={work!r}: predictions would land in "
+                "the distributed path's work area, which expires and is swept. Use prefixes that "
+                "do not contain each other."
+            )
         same_bucket = self.input_bucket is None or self.input_bucket == self.output_bucket
         if not same_bucket:
             return
@@ -187,6 +194,10 @@ class Settings:
                     f"{name}={b!r} overlaps INPUT_PREFIX={a!r} in the same bucket: what the "
                     "function writes there would trigger it again."
                 )
+
+    def in_work_area(self, bucket: str, key: str) -> bool:
+        """True when bucket/key lies in the distributed path's work area (output bucket)."""
+        return bucket == self.output_bucket and key.startswith(self.work_prefix)
 
     def output_could_trigger(self, bucket: str, key: str) -> bool:
         """True when an object at bucket/key is one this function wrote (output or work file)."""

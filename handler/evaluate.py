@@ -100,7 +100,7 @@ def read_labelled(path: Path, id2label: Mapping[int, str], task: str = SINGLE_LA
 
 def evaluate(classifier: Classifier, data: Labelled) -> dict[str, Any]:
     task = task_for(classifier)
-    results = classifier.run(data.texts)
+    results = classifier.run_for_measurement(data.texts)
     if task == REGRESSION:
         out = classifier.scores(results, "none")[:, 0]
         err = out - np.asarray(data.labels, dtype=np.float64)

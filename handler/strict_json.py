@@ -1,7 +1,8 @@
 """JSON in and out as RFC 8259 says: parse limits instead of crashes, no NaN or Infinity.
 
 Python's json raises RecursionError on deep nesting and ValueError on integer literals over
-4,300 digits, neither a JSONDecodeError, and reads NaN/Infinity, which JSON does not have.
+4,300 digits, neither a JSONDecodeError, reads NaN/Infinity, which JSON does not have, and keeps
+the last of repeated keys.
 `loads` turns every one of those into a JSONProblem that names it; `dumps` never writes them.
 """
 
@@ -35,6 +36,19 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # RFC 8259 leaves an object with a repeated name unpredictable (parsers keep the first,
+    # the last or both): refused rather than silently taking one.
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise JSONProblem(f"duplicate key {key[:80]!r} in an object")
+            seen.add(key)
+    return out
+
+
 def loads(text: str, *, overflow_as_literal: bool = False) -> Any:
     """Parse `text`. A number too large for a double (1e400) is refused, or with
     `overflow_as_literal` kept as its literal string, so that it can be written back as JSON."""
@@ -48,7 +62,12 @@ def loads(text: str, *, overflow_as_literal: bool = False) -> Any:
         raise JSONProblem(f"number {literal[:40]} is out of range for a double")
 
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=parse_float)
+        value = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_float=parse_float,
+            object_pairs_hook=_no_duplicates,
+        )
     except JSONProblem:
         raise
     except json.JSONDecodeError as exc:

@@ -7,7 +7,7 @@ from urllib.parse import unquote_plus
 
 from handler import strict_json
 from handler.batch.formats import detect
-from handler.batch.job import Destination, HandOff, ObjectRef, run
+from handler.batch.job import PREDICTIONS, Destination, HandOff, ObjectRef, run
 from handler.config import Settings
 from handler.errors import (
     ConfigError,
@@ -43,12 +43,15 @@ def refs_from_s3_event(event: dict[str, Any]) -> list[ObjectRef]:
 
 
 def refs_from_eventbridge(event: dict[str, Any]) -> list[ObjectRef]:
+    """An EventBridge "Object Created" event. Unlike S3 notifications, EventBridge gives the key
+    as it is (AWS's samples show ':' unescaped; '+' stays '+'): decoding it as a form would turn
+    'c++ notes.txt' into 'c   notes.txt', a key that does not exist."""
     detail = event["detail"]
     obj = detail["object"]
     return [
         ObjectRef(
             bucket=detail["bucket"]["name"],
-            key=unquote_plus(obj["key"]),
+            key=obj["key"],
             version_id=obj.get("version-id") or None,
             etag=obj.get("etag") or None,
         )
@@ -143,6 +146,23 @@ class BatchAdapter:
         if self.settings.output_could_trigger(ref.bucket, ref.key):
             logger.error("refused: event for this function's own output", extra={"key": ref.key})
             return {"status": "refused", "reason": "object is this function's own output"}
+        expected = self.settings.input_bucket
+        if expected is not None and ref.bucket != expected:
+            # An event rule or topic of someone else's: never classified (and never retried).
+            logger.error("refused: object outside INPUT_BUCKET", extra={"bucket": ref.bucket})
+            return {
+                "status": "refused",
+                "reason": f"object is in bucket {ref.bucket!r}, not INPUT_BUCKET={expected!r}",
+            }
+        out_key = dest.key(ref.key, PREDICTIONS)
+        if self.settings.in_work_area(dest.bucket, out_key):
+            logger.error("refused: output would land in the work area", extra={"key": ref.key})
+            return {
+                "status": "refused",
+                "reason": f"predictions for this key would be written to {out_key!r}, inside "
+                f"WORK_PREFIX={self.settings.work_prefix!r}, which the distributed path sweeps: "
+                "set OUTPUT_PREFIX",
+            }
         try:
             return run(
                 ref,

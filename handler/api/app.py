@@ -8,11 +8,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from handler import strict_json
 from handler.api import errors as api_errors
+from handler.api.guard import RequestGuard
 from handler.api.schemas import ClassifyRequest, ErrorBody, Health
 from handler.config import Settings
 from handler.errors import InputTooLarge, InvalidInput
@@ -92,6 +93,7 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
         description="transformers pipeline('text-classification') over HTTP, on onnxruntime.",
     )
     api_errors.install(app)
+    app.add_middleware(RequestGuard)
     clf = model.classifier
 
     async def answer(request: Request, inference_api: bool) -> JSONResponse:
@@ -142,6 +144,11 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
     # (from response_model or the return annotation) at init, and its pydantic.v1 check alone
     # imports pydantic.v1 (~75 ms of the API function's cold start). The schemas are added to
     # the OpenAPI document by hand below.
+    # HEAD too: load balancers and uptime checks ask with HEAD (headers, no body).
+    @app.head("/health", include_in_schema=False)
+    async def health_head() -> Response:
+        return Response(status_code=200, media_type="application/json")
+
     @app.get("/health", response_model=None)
     async def health() -> dict[str, Any]:
         return {

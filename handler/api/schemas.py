@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
 
 class Parameters(BaseModel):
@@ -23,6 +31,12 @@ class Parameters(BaseModel):
         description="Beyond the pipeline: labels scoring below it are dropped; a text left with "
         "none is answered {label: UNCERTAIN, score: <best score>}.",
     )
+
+    @field_validator("function_to_apply", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any) -> Any:
+        # transformers' pipeline upper-cases the name and accepts "SOFTMAX": so does this.
+        return value.lower() if isinstance(value, str) else value
 
 
 class ClassifyRequest(BaseModel):

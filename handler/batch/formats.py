@@ -36,6 +36,34 @@ class Record:
     error: str | None = None
 
 
+SNIFF_BYTES = 512  # bytes read ahead at an object's start: byte-order marks, archive signatures
+# Byte-order marks of encodings a Reader decodes instead of UTF-8 (UTF-32 LE before UTF-16 LE:
+# its mark begins with UTF-16 LE's).
+WIDE_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+
+
+def wide_encoding(head: bytes) -> str | None:
+    """'utf-16' or 'utf-32' when `head` starts with that encoding's byte-order mark."""
+    return next((name for bom, name in WIDE_BOMS if head.startswith(bom)), None)
+
+
+def container_fault(head: bytes) -> str | None:
+    """A data fault when the (decompressed) bytes are an archive, not a text file: their
+    headers would otherwise be read as records."""
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "the object is a tar archive, not a text file: upload the files in it one by one"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "the object is a zip archive, not a text file: upload the files in it one by one"
+    if head.startswith(b"\x1f\x8b"):
+        return "the object is gzip inside gzip (or gzip without a .gz name): compress it once"
+    return None
+
+
 def detect(key: str) -> tuple[str, bool]:
     """(format, gzipped) from the key's extension, case-insensitively."""
     lower = key.lower()
@@ -189,22 +217,42 @@ class Reader:
         if first_record != 1 and fmt == ".csv":
             raise ValueError("a CSV object is read from its start: records may span lines")
         self._start, self._strip_bom = first_record, strip_bom
-        binary: IO[bytes] = io.BufferedReader(_Raw(stream), buffer_size=_READ)
+        self._early_fault: str | None = None
+        raw = io.BufferedReader(_Raw(stream), buffer_size=_READ)
+        binary: IO[bytes] = raw
         self.gz = gz
         if gz:
-            binary = gzip.GzipFile(fileobj=binary, mode="rb")  # type: ignore[assignment]
-        # newline="\n": only LF ends a line (CR of CRLF is stripped); csv wants newline="".
-        newline = "" if fmt == ".csv" else "\n"
-        self._text = io.TextIOWrapper(
-            binary, encoding="utf-8", errors="surrogateescape", newline=newline
-        )
+            if not raw.peek(1):
+                self._early_fault = "gzip: the object is empty (0 bytes), not a gzip stream"
+            # GzipFile buffers and peeks itself; another BufferedReader on top would read it
+            # with read(n), which loses the records before trailing garbage (read1 keeps them).
+            binary = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+        encoding, errors = "utf-8", "surrogateescape"
+        if strip_bom and self._early_fault is None:  # the object's first bytes: sniff them
+            try:
+                head = binary.peek(SNIFF_BYTES)[:SNIFF_BYTES]  # type: ignore[attr-defined]
+            except (gzip.BadGzipFile, EOFError, zlib.error):
+                head = b""  # iterating raises it again and records the fault
+            self._early_fault = container_fault(head)
+            wide = wide_encoding(head)
+            if wide is not None:  # UTF-16/32 with a byte-order mark: decoded, BOM dropped
+                encoding, errors = wide, "strict"
+        # Universal newlines for line formats: LF, CRLF and CR alone each end a line; csv reads
+        # its own line ends (newline="").
+        newline = "" if fmt == ".csv" else None
+        self._text = io.TextIOWrapper(binary, encoding=encoding, errors=errors, newline=newline)
         self._parse = {".jsonl": _jsonl, ".txt": _txt, ".csv": _csv}[fmt]
 
     def __iter__(self) -> Iterator[Record]:
+        if self._early_fault is not None:
+            self.fault = self._early_fault
+            return
         try:
             yield from self._parse(self._text, self._start, self._strip_bom)
         except DataFault as exc:
             self.fault = str(exc)
+        except UnicodeDecodeError as exc:  # only a strict (UTF-16/32) decoder raises
+            self.fault = f"not valid {exc.encoding.upper()} text ({exc.reason})"
         except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
             if not self.gz:  # only the gzip layer raises these on bad bytes
                 raise
@@ -224,31 +272,46 @@ def line_per_record(fmt: str, gz: bool) -> bool:
 def line_ranges(
     stream: Any, records_per_range: int, block: int = 8 << 20
 ) -> tuple[list[tuple[int, int, int, int]], int]:
-    """Cut a line-per-record object into ranges of `records_per_range` records at newlines.
+    """Cut a line-per-record object into ranges of `records_per_range` records at line ends.
 
-    One pass over the bytes finding newlines (vectorised, no parsing). Returns
-    ([(first_record, records, start, end), ...], total_records) with byte ranges [start, end).
-    A last line without a newline is a record, as `Reader` reads it."""
+    One pass over the bytes finding line ends as `Reader` reads them (LF, CRLF, or CR alone;
+    vectorised, no parsing). Returns ([(first_record, records, start, end), ...],
+    total_records) with byte ranges [start, end). A last line without a line end is a record."""
     import numpy as np
 
     if records_per_range < 1:
         raise ValueError("records_per_range must be at least 1")
     ranges: list[tuple[int, int, int, int]] = []
-    start = offset = lines = 0  # range start byte; bytes and complete lines before this chunk
+    start = offset = lines = 0  # range start byte; bytes and complete lines before this data
     begun = 1  # the current range's first record
     last = b"\n"
-    while chunk := stream.read(block):
-        newlines = np.flatnonzero(np.frombuffer(chunk, np.uint8) == 0x0A)
-        j = begun + records_per_range - 2 - lines  # index of the newline that ends the range
-        while j < len(newlines):
-            end = offset + int(newlines[j]) + 1
+    pending = b""  # a CR at the end of a block: whether it ends a line depends on the next byte
+    while True:
+        chunk = stream.read(block)
+        data = pending + chunk
+        if not data:
+            break
+        if chunk and data.endswith(b"\r"):
+            data, pending = data[:-1], b"\r"
+        else:
+            pending = b""
+        arr = np.frombuffer(data, np.uint8)
+        lf, cr = arr == 0x0A, arr == 0x0D
+        cr[:-1] &= ~lf[1:]  # the CR of a CRLF is not a line end of its own; the LF is
+        ends = np.flatnonzero(lf | cr)
+        j = begun + records_per_range - 2 - lines  # index of the line end that ends the range
+        while j < len(ends):
+            end = offset + int(ends[j]) + 1
             ranges.append((begun, records_per_range, start, end))
             start, begun = end, begun + records_per_range
             j += records_per_range
-        lines += len(newlines)
-        offset += len(chunk)
-        last = chunk[-1:]
-    total = lines + (last != b"\n")
+        lines += len(ends)
+        offset += len(data)
+        if len(data):
+            last = data[-1:]
+        if not chunk:
+            break
+    total = lines + (last not in (b"\n", b"\r"))
     if total >= begun:
         ranges.append((begun, total - begun + 1, start, offset))
     return ranges, total

@@ -11,6 +11,7 @@ Functions Distributed Map), which writes the same bytes.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import re
@@ -24,7 +25,6 @@ from typing import IO, Any, Protocol
 from handler import strict_json
 from handler.batch.formats import Record, detect, records
 from handler.inference import LEGACY, Classifier
-from handler.inference.classifier import NO_TOKENS
 from handler.observability import logger, record_prediction
 
 PREDICTIONS = ".predictions.jsonl"
@@ -42,14 +42,31 @@ class ObjectRef:
     size: int | None = None  # bytes, when known (the pinned object's Content-Length)
 
 
+MAX_KEY_BYTES = 1024  # S3's limit on a key's UTF-8 length
+KEY_DIGEST_CHARS = 32
+
+
 @dataclass(frozen=True)
 class Destination:
     bucket: str
     prefix: str
 
     def key(self, source_key: str, suffix: str) -> str:
-        # Deterministic: the same input key always maps to the same output key.
-        return f"{self.prefix}{source_key}{suffix}"
+        """`prefix + source_key + suffix`. Deterministic: the same input key always maps to the
+        same output key. One that would pass S3's 1,024-byte limit (an input key of ~990 bytes
+        or more) keeps the start of the source key that fits, then `~` and a hash of the whole
+        key: still unique, still deterministic, and a PUT that S3 accepts (an over-long key
+        would fail the same way on every retry)."""
+        full = f"{self.prefix}{source_key}{suffix}"
+        if len(full.encode()) <= MAX_KEY_BYTES:
+            return full
+        digest = hashlib.sha256(source_key.encode()).hexdigest()[:KEY_DIGEST_CHARS]
+        room = MAX_KEY_BYTES - len(f"{self.prefix}~{digest}{suffix}".encode())
+        head = source_key.encode()[: max(0, room)].decode("utf-8", errors="ignore")
+        return f"{self.prefix}{head}~{digest}{suffix}"
+
+    def shortened(self, source_key: str, suffix: str) -> bool:
+        return self.key(source_key, suffix) != f"{self.prefix}{source_key}{suffix}"
 
 
 class Store(Protocol):
@@ -91,8 +108,10 @@ def classify_chunk(classifier: Classifier, chunk: list[Record]) -> tuple[list[di
     classifier together (micro-batched, batch-invariant)."""
     texts = [(r, r.text) for r in chunk if r.text is not None]
     encoded = classifier.tokenizer.encode([t for _, t in texts]) if texts else []
-    good = [(r, e) for (r, _), e in zip(texts, encoded, strict=True) if e.content_tokens]
-    empty = {r.number for (r, _), e in zip(texts, encoded, strict=True) if not e.content_tokens}
+    good = [(r, e) for (r, _), e in zip(texts, encoded, strict=True) if e.problem is None]
+    unreadable = {
+        r.number: e.problem for (r, _), e in zip(texts, encoded, strict=True) if e.problem
+    }
     results = classifier.run_all([e for _, e in good])
     scores = classifier.scores(results, None)
     answers = classifier.format(scores, single=False, top_k=LEGACY)
@@ -101,8 +120,8 @@ def classify_chunk(classifier: Classifier, chunk: list[Record]) -> tuple[list[di
     }
     lines = []
     for r in chunk:
-        if r.number in empty:
-            r = replace(r, error=f"'text' {NO_TOKENS}")
+        if r.number in unreadable:
+            r = replace(r, error=f"'text' {unreadable[r.number]}")
         answer, truncated = by_number.get(r.number, (None, False))
         lines.append(_line(r, answer, truncated))
     return lines, sum(res.num_tokens for res in results)
@@ -193,6 +212,9 @@ def summarize(
         "source": asdict(pinned),
         "format": fmt + (".gz" if gz else ""),
         "output": {"bucket": dest.bucket, "key": dest.key(pinned.key, PREDICTIONS)},
+        # True when the source key was too long to be repeated in the output key (see
+        # Destination.key): the output key is then the start of it and a hash.
+        "output_key_shortened": dest.shortened(pinned.key, PREDICTIONS),
         "records": progress.records,
         "classified": progress.records - progress.errors,
         "errors": progress.errors,
@@ -231,6 +253,11 @@ def run(
     started = time.perf_counter()
     fmt, gz = detect(ref.key)
     out_key = dest.key(ref.key, PREDICTIONS)
+    if dest.shortened(ref.key, PREDICTIONS):
+        logger.warning(
+            "source key too long to repeat in the output key: shortened with a hash",
+            extra={"source_key_bytes": len(ref.key.encode()), "output_key": out_key},
+        )
 
     done = already_done(store, dest, ref, model_digest)
     if done is not None:

@@ -33,7 +33,17 @@ from dataclasses import asdict
 from typing import Any, Protocol
 
 from handler import strict_json
-from handler.batch.formats import Reader, Record, _Raw, line_per_record, line_ranges, records
+from handler.batch.formats import (
+    SNIFF_BYTES,
+    Reader,
+    Record,
+    _Raw,
+    container_fault,
+    line_per_record,
+    line_ranges,
+    records,
+    wide_encoding,
+)
 from handler.batch.job import (
     PREDICTIONS,
     SUMMARY,
@@ -142,6 +152,24 @@ def _chunk_records(stream: Any) -> Iterator[Record]:
         yield Record(**strict_json.loads(line.decode()))
 
 
+class _Replay:
+    """A stream whose first bytes were already read: they come first again."""
+
+    def __init__(self, head: bytes, rest: Any) -> None:
+        self._head, self._rest = head, rest
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            out = self._head if n < 0 else self._head[:n]
+            self._head = self._head[len(out) :]
+            if n < 0:
+                rest: bytes = self._rest.read()
+                return out + rest
+            return out
+        data: bytes = self._rest.read(n)
+        return data
+
+
 def plan(job: dict[str, Any], store: ShardStore, model_digest: str | None) -> dict[str, Any]:
     """Cut the object into shards; write the shard list (the Map's items) and the plan."""
     _check_model(job, model_digest)
@@ -157,7 +185,12 @@ def plan(job: dict[str, Any], store: ShardStore, model_digest: str | None) -> di
         return {"manifest": manifest, "shards": 0, "records": 0, "skipped": str(exc)}
     shards: list[dict[str, Any]] = []
     fault: str | None = None
-    if line_per_record(job["format"], job["gz"]):
+    head = stream.read(SNIFF_BYTES)
+    stream = _Replay(head, stream)
+    # UTF-16/32 text cannot be cut at newline bytes, and an archive is no text: both are read
+    # from the start by a Reader (which decodes the one and records the other as a data fault).
+    cuttable = wide_encoding(head) is None and container_fault(head) is None
+    if line_per_record(job["format"], job["gz"]) and cuttable:
         ranges, total = line_ranges(stream, per)
         for i, (first, count, start, end) in enumerate(ranges):
             shards.append(

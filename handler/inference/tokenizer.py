@@ -22,10 +22,44 @@ class Encoded:
     type_ids: list[int]
     truncated: bool
     content_tokens: int = 1  # tokens from the text itself, special tokens not counted
+    unknown_only: bool = False  # every content token is the vocabulary's unknown token
 
     @property
     def length(self) -> int:
         return len(self.ids)
+
+    @property
+    def problem(self) -> str | None:
+        """Why the model cannot read this text (None: it can). Nothing left but special
+        tokens, or only the unknown token (emoji or a script the vocabulary lacks): the answer
+        would be a guess from [CLS] [UNK] [SEP], so it is refused, not guessed at."""
+        if not self.content_tokens:
+            return NO_TOKENS
+        if self.unknown_only:
+            return UNKNOWN_ONLY
+        return None
+
+
+NO_TOKENS = "has no content the tokenizer keeps (only whitespace, control or zero-width characters)"
+UNKNOWN_ONLY = (
+    "has no token the model's vocabulary knows (every piece is its unknown token: emoji, "
+    "symbols or a script the model was not trained on)"
+)
+
+
+def unknown_token_id(tokenizer: Tokenizer) -> int | None:
+    """The id of the model's unknown token, from the tokenizer's own model: WordPiece, BPE and
+    WordLevel name it (`unk_token`), Unigram numbers it (`unk_id`); byte-level models have none."""
+    model = tokenizer.model
+    name = getattr(model, "unk_token", None)
+    if isinstance(name, str):
+        return tokenizer.token_to_id(name)
+    if type(model).__name__ == "Unigram":
+        import json
+
+        unk = json.loads(model.__getstate__()).get("unk_id")
+        return unk if isinstance(unk, int) else None
+    return None
 
 
 class TextTokenizer:
@@ -38,21 +72,26 @@ class TextTokenizer:
         self._tok = tokenizer
         self.max_length = max_length
         self.pad_id = pad_id
+        self.unk_id = unknown_token_id(tokenizer)
 
     @classmethod
     def from_file(cls, path: Path, max_length: int, pad_id: int) -> TextTokenizer:
         return cls(Tokenizer.from_file(str(path)), max_length, pad_id)
 
-    @staticmethod
-    def _encoded(enc: Encoding) -> Encoded:
+    def _encoded(self, enc: Encoding) -> Encoded:
         # With truncation on, the tokens cut off are kept in `overflowing`.
-        special = sum(enc.special_tokens_mask)
+        mask = enc.special_tokens_mask
+        special = sum(mask)
         ids = enc.ids  # each getter builds a new list
+        unknown_only = False
+        if self.unk_id is not None and special < len(ids) and self.unk_id in ids:
+            unknown_only = all(i == self.unk_id for i, s in zip(ids, mask, strict=True) if not s)
         return Encoded(
             ids,
             enc.type_ids,
             truncated=bool(enc.overflowing),
             content_tokens=len(ids) - special,
+            unknown_only=unknown_only,
         )
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import platform
@@ -29,6 +30,8 @@ from typing import Any
 from handler.config import MB_PER_VCPU
 from handler.errors import InvalidInput
 from handler.tune import quota
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_SIZES = (512, 1024, 1769, 3008, 3538)
 DEFAULT_P99_MS = 100.0
@@ -185,6 +188,12 @@ def measure(model: Path, texts: list[str], memory_mb: int, use_quota: bool = Tru
         batch_repeats = max(1, math.ceil(BATCH_TEXTS / len(texts)))
         init_api, api = _probe("api", model, memory_mb, texts, api_repeats, procs)
         init_batch, batch = _probe("batch", model, memory_mb, texts, batch_repeats, procs)
+    if api.get("unreadable"):
+        logger.warning(
+            "%d of %d texts have nothing this model's vocabulary knows: left out of the timing",
+            api["unreadable"],
+            len(texts),
+        )
     latencies = api["latencies_ms"]
     cuts = statistics.quantiles(latencies, n=100, method="inclusive")
     return Measured(

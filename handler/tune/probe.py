@@ -28,7 +28,18 @@ def main(argv: list[str]) -> int:
 
     print(READY, flush=True)
     fn = entry.function
+    # Texts the function would refuse (nothing the vocabulary knows) are not timed: a 422 is not
+    # what a size is chosen for. The parent reports how many were left out.
+    readable = [
+        t
+        for t, e in zip(texts, fn.model.classifier.tokenizer.encode(texts), strict=True)
+        if e.problem is None
+    ]
+    if not readable:
+        raise SystemExit("none of the texts can be read by this model's vocabulary")
     out: dict[str, Any] = {"threads": fn.settings.num_threads}
+    out["unreadable"] = len(texts) - len(readable)
+    texts = readable
     if role == "api":
         headers = {"content-type": "application/json"}
         events = [

@@ -203,7 +203,7 @@ def test_eventbridge_object_created(batch: Batch) -> None:
     batch.upload(key, gz(_txt()))
     event = load_event("eventbridge-s3.json")
     event["detail"]["bucket"]["name"] = INPUT
-    event["detail"]["object"]["key"] = "incoming/notes%2B1.txt.gz"
+    event["detail"]["object"]["key"] = key  # EventBridge gives the key as it is: '+' stays
     event["detail"]["object"]["etag"] = batch.client.head_object(Bucket=INPUT, Key=key)[
         "ETag"
     ].strip('"')

@@ -128,9 +128,8 @@ def test_without_cgroups_it_measures_unconstrained_and_says_so(
 ) -> None:
     monkeypatch.setattr(quota, "make_group", lambda *a, **k: None)
     notes: list[str] = []
-    result = tune.run(
-        tiny_model, ["fine", "awful"], [512, 1769], X86, 100.0, progress=notes.append, rounds=1
-    )
+    texts = ["the movie was great", "awful boring plot", "😀😀"]  # the last: nothing known
+    result = tune.run(tiny_model, texts, [512, 1769], X86, 100.0, progress=notes.append, rounds=1)
     assert "cgroups are not writable" in result["cpu_quota"]
     assert any("without a CPU quota" in n for n in notes)
     small, full = result["sizes"]
