@@ -185,16 +185,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     if args.through_lambda:
-        from handler.adapters.local import serve_through_lambda
+        import uvicorn
+
+        from handler.adapters.local import lambda_gateway
+        from handler.config import get_settings
         from handler.entry import lambda_handler
 
-        server = serve_through_lambda(lambda_handler, args.host, args.port)
+        app = lambda_gateway(lambda_handler, get_settings().max_body_bytes)
         print(
             f"serving lambda_handler (HTTP API events) on http://{args.host}:{args.port}",
             file=sys.stderr,
         )
-        with contextlib.suppress(KeyboardInterrupt):
-            server.serve_forever()
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info", lifespan="off")
         return 0
     import uvicorn
 

@@ -216,16 +216,18 @@ def http_api_event(
     return event
 
 
-def serve_through_lambda(handler: Any, host: str, port: int) -> Any:
-    """An HTTP server that turns each request into an HTTP API event for `handler` and its
-    response back into HTTP, as `sam local start-api` does, without Docker. One request at a
-    time through the function, like one Lambda execution environment (connections are served
-    on threads, so a client's idle keep-alive connection blocks nobody). Returns the server
-    (call serve_forever)."""
+def lambda_gateway(handler: Any, max_body_bytes: int) -> Any:
+    """An ASGI app that turns each HTTP request into an HTTP API event for `handler` and its
+    response back into HTTP, as `sam local start-api` does, without Docker. Served by uvicorn,
+    so HTTP/1.1 framing (keep-alive, HEAD, chunked bodies, bad Content-Length) is a real
+    server's; a body over `max_body_bytes` is refused on its Content-Length or while it streams,
+    as API Gateway refuses payloads over its own limit. One request at a time through the
+    function, like one Lambda execution environment."""
     import asyncio
     import base64
     from concurrent.futures import ThreadPoolExecutor
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from handler.api.guard import Disconnected, declared_length, read_body, too_large
 
     # The execution environment: one thread, with the event loop Mangum expects of Lambda's
     # main thread; requests queue for it.
@@ -233,45 +235,57 @@ def serve_through_lambda(handler: Any, host: str, port: int) -> Any:
         max_workers=1, initializer=lambda: asyncio.set_event_loop(asyncio.new_event_loop())
     )
 
-    class Gateway(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body are separate writes
+    async def respond(
+        send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes, head: bool
+    ) -> None:
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head else body})
 
-        def _handle(self) -> None:
-            length = int(self.headers.get("content-length") or 0)
-            body = self.rfile.read(length) if length else b""
-            event = http_api_event(
-                self.command,
-                self.path,
-                dict(self.headers.items()),
-                body,
-                self.headers.get("host", f"{host}:{port}"),
-            )
-            try:
-                response = environment.submit(handler, event, LocalContext()).result()
-            except Exception as exc:  # Lambda's answer to a function error: 502 from the API
-                response = {
-                    "statusCode": 502,
-                    "headers": {"content-type": "application/json"},
-                    "body": json.dumps({"message": "Internal Server Error", "error": str(exc)}),
-                }
-            raw = response.get("body") or ""
-            payload = base64.b64decode(raw) if response.get("isBase64Encoded") else raw.encode()
-            self.send_response(int(response.get("statusCode", 200)))
-            for name, value in (response.get("headers") or {}).items():
-                if name.lower() not in ("content-length", "connection"):
-                    self.send_header(name, str(value))
-            for cookie in response.get("cookies") or []:
-                self.send_header("set-cookie", cookie)
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    async def refuse(send: Any, status: int, kind: str, message: str, head: bool) -> None:
+        body = json.dumps({"error": message, "type": kind}).encode()
+        await respond(send, status, [(b"content-type", b"application/json")], body, head)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        head = scope["method"] == "HEAD"
+        size = declared_length(scope)
+        if size is not None and size > max_body_bytes:
+            await refuse(send, *too_large(max_body_bytes, size), head)
+            return
+        try:
+            body = await read_body(receive, max_body_bytes)
+        except Disconnected:
+            return  # nobody to answer
+        if body is None:
+            await refuse(send, *too_large(max_body_bytes), head)
+            return
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+            joiner = "; " if name.lower() == "cookie" else ","
+            headers[name] = f"{headers[name]}{joiner}{value}" if name in headers else value
+        query = scope.get("query_string", b"").decode("latin-1")
+        target = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
+        host = headers.get("host", "localhost")
+        event = http_api_event(
+            scope["method"], f"{target}?{query}" if query else target, headers, body, host
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            response = await loop.run_in_executor(environment, handler, event, LocalContext())
+        except Exception as exc:  # Lambda's answer to a function error: 502 from the API
+            await refuse(send, 502, "Internal Server Error", str(exc), head)
+            return
+        raw = response.get("body") or ""
+        payload = base64.b64decode(raw) if response.get("isBase64Encoded") else raw.encode()
+        out = [
+            (str(name).lower().encode("latin-1"), str(value).encode("latin-1"))
+            for name, value in (response.get("headers") or {}).items()
+            if str(name).lower() not in ("content-length", "connection", "transfer-encoding")
+        ]
+        out += [(b"set-cookie", c.encode("latin-1")) for c in response.get("cookies") or []]
+        await respond(send, int(response.get("statusCode", 200)), out, payload, head)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            logging.getLogger("handler.local").info(format, *args)
-
-    server = ThreadingHTTPServer((host, port), Gateway)
-    server.daemon_threads = True
-    return server
+    return app

@@ -93,7 +93,7 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
         description="transformers pipeline('text-classification') over HTTP, on onnxruntime.",
     )
     api_errors.install(app)
-    app.add_middleware(RequestGuard)
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     clf = model.classifier
 
     async def answer(request: Request, inference_api: bool) -> JSONResponse:

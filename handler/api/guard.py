@@ -1,12 +1,13 @@
 """What is refused before any route runs: a body in a Content-Encoding this API does not decode
-(415, naming it) and a path with dot segments (400: `/x/../classify` is not normalised into a
-route, nor offered as a base path)."""
+(415, naming it), a path with dot segments (400: `/x/../classify` is not normalised into a
+route, nor offered as a base path), and a body over MAX_BODY_BYTES (413), refused on its
+Content-Length or as soon as the bytes received pass the limit, never buffered whole first."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from handler import strict_json
 
@@ -17,19 +18,83 @@ def dot_segments(path: str) -> bool:
     return "/." in path and any(seg in (".", "..") for seg in path.split("/"))
 
 
-class RequestGuard:
-    """A pure ASGI middleware: one look at the path and headers, nothing per byte."""
+def too_large(limit: int, size: int | None = None) -> tuple[int, str, str]:
+    said = f"{size} bytes" if size is not None else f"over {limit} bytes"
+    return 413, "InputTooLarge", f"body is {said}; the limit is {limit} (MAX_BODY_BYTES)"
 
-    def __init__(self, app: ASGIApp) -> None:
+
+def declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class Disconnected(Exception):
+    """The client went away before its body was complete."""
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None as soon as more than `limit` bytes have arrived: at most
+    `limit` bytes are ever held. Disconnected if the client goes away first."""
+    chunks, total = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class RequestGuard:
+    """A pure ASGI middleware: one look at the path and headers, and the body read once under
+    the limit, then handed on as one message."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int | None = None) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            problem = self.problem(scope)
-            if problem is not None:
-                await self.refuse(send, *problem)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        problem = self.problem(scope)
+        limit = self.max_body_bytes
+        if problem is None and limit is not None:
+            size = declared_length(scope)
+            if size is not None and size > limit:
+                problem = too_large(limit, size)
+        if problem is not None:
+            await self.refuse(send, *problem)
+            return
+        if limit is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await read_body(receive, limit)
+        except Disconnected:
+            return  # nobody to answer
+        if body is None:
+            await self.refuse(send, *too_large(limit))
+            return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     @staticmethod
     def problem(scope: Scope) -> tuple[int, str, str] | None:
