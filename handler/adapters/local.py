@@ -227,7 +227,7 @@ def lambda_gateway(handler: Any, max_body_bytes: int) -> Any:
     import base64
     from concurrent.futures import ThreadPoolExecutor
 
-    from handler.api.guard import Disconnected, declared_length, read_body, too_large
+    from handler.api.guard import Disconnected, bounded_body
 
     # The execution environment: one thread, with the event loop Mangum expects of Lambda's
     # main thread; requests queue for it.
@@ -250,16 +250,12 @@ def lambda_gateway(handler: Any, max_body_bytes: int) -> Any:
         if scope["type"] != "http":
             return
         head = scope["method"] == "HEAD"
-        size = declared_length(scope)
-        if size is not None and size > max_body_bytes:
-            await refuse(send, *too_large(max_body_bytes, size), head)
-            return
         try:
-            body = await read_body(receive, max_body_bytes)
+            body = await bounded_body(scope, receive, max_body_bytes)
         except Disconnected:
             return  # nobody to answer
-        if body is None:
-            await refuse(send, *too_large(max_body_bytes), head)
+        if isinstance(body, tuple):
+            await refuse(send, *body, head)
             return
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:

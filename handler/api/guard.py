@@ -54,6 +54,16 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
+async def bounded_body(scope: Scope, receive: Receive, limit: int) -> bytes | tuple[int, str, str]:
+    """The body, or the 413 (a tuple) when the declared or the streamed size passes `limit`:
+    what both local servers and the app do before anything else. Disconnected passes through."""
+    size = declared_length(scope)
+    if size is not None and size > limit:
+        return too_large(limit, size)
+    body = await read_body(receive, limit)
+    return too_large(limit) if body is None else body
+
+
 class RequestGuard:
     """A pure ASGI middleware: one look at the path and headers, and the body read once under
     the limit, then handed on as one message."""
@@ -67,23 +77,18 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         problem = self.problem(scope)
-        limit = self.max_body_bytes
-        if problem is None and limit is not None:
-            size = declared_length(scope)
-            if size is not None and size > limit:
-                problem = too_large(limit, size)
         if problem is not None:
             await self.refuse(send, *problem)
             return
-        if limit is None:
+        if self.max_body_bytes is None:
             await self.app(scope, receive, send)
             return
         try:
-            body = await read_body(receive, limit)
+            body = await bounded_body(scope, receive, self.max_body_bytes)
         except Disconnected:
             return  # nobody to answer
-        if body is None:
-            await self.refuse(send, *too_large(limit))
+        if isinstance(body, tuple):
+            await self.refuse(send, *body)
             return
         delivered = False
 

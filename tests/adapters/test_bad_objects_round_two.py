@@ -190,7 +190,7 @@ def test_a_key_too_long_for_its_output_key_gets_a_short_hashed_one(batch: Batch)
 
 
 def test_work_area_and_outputs_are_kept_apart(batch: Batch) -> None:
-    for out, work in (("_work/", "_work/"), ("out/", "out/work/"), ("work/out/", "work/")):
+    for out, work in (("_w/", "_w/"), ("out/", "out/tmp/"), ("tmp/out/", "tmp/")):
         with pytest.raises(ConfigError, match="overlaps WORK_PREFIX"):
             replace(batch.settings, output_prefix=out, work_prefix=work).check_no_recursion()
     settings = replace(batch.settings, output_prefix="")
