@@ -227,7 +227,8 @@ def lambda_gateway(handler: Any, max_body_bytes: int) -> Any:
     import base64
     from concurrent.futures import ThreadPoolExecutor
 
-    from handler.api.guard import Disconnected, bounded_body
+    from handler.api.guard import Disconnected, bounded_body, refusal
+    from handler.errors import InputTooLarge
 
     # The execution environment: one thread, with the event loop Mangum expects of Lambda's
     # main thread; requests queue for it.
@@ -242,8 +243,7 @@ def lambda_gateway(handler: Any, max_body_bytes: int) -> Any:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head else body})
 
-    async def refuse(send: Any, status: int, kind: str, message: str, head: bool) -> None:
-        body = json.dumps({"error": message, "type": kind}).encode()
+    async def refuse(send: Any, status: int, body: bytes, head: bool) -> None:
         await respond(send, status, [(b"content-type", b"application/json")], body, head)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -254,8 +254,8 @@ def lambda_gateway(handler: Any, max_body_bytes: int) -> Any:
             body = await bounded_body(scope, receive, max_body_bytes)
         except Disconnected:
             return  # nobody to answer
-        if isinstance(body, tuple):
-            await refuse(send, *body, head)
+        if isinstance(body, InputTooLarge):
+            await refuse(send, *refusal(body), head)
             return
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
@@ -272,7 +272,8 @@ def lambda_gateway(handler: Any, max_body_bytes: int) -> Any:
         try:
             response = await loop.run_in_executor(environment, handler, event, LocalContext())
         except Exception as exc:  # Lambda's answer to a function error: 502 from the API
-            await refuse(send, 502, "Internal Server Error", str(exc), head)
+            error = {"message": "Internal Server Error", "error": str(exc)}
+            await refuse(send, 502, json.dumps(error).encode(), head)
             return
         raw = response.get("body") or ""
         payload = base64.b64decode(raw) if response.get("isBase64Encoded") else raw.encode()

@@ -18,8 +18,18 @@ class MalformedBody(errors.InvalidInput):
     """The body is not UTF-8 JSON."""
 
 
+class BadPath(errors.InvalidInput):
+    """The request path has dot segments."""
+
+
+class UnsupportedContentEncoding(errors.InvalidInput):
+    """The body comes in a Content-Encoding this API does not decode."""
+
+
 STATUS: list[tuple[type[Exception], int]] = [
     (MalformedBody, 400),
+    (BadPath, 400),
+    (UnsupportedContentEncoding, 415),
     (errors.InputTooLarge, 413),
     (errors.InvalidInput, 422),
     (errors.ArtifactError, 503),

@@ -5,11 +5,11 @@ Content-Length or as soon as the bytes received pass the limit, never buffered w
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from handler import strict_json
+from handler.api import errors as api_errors
+from handler.errors import ClassifierError, InputTooLarge
 
 IDENTITY = ("", "identity")
 
@@ -18,9 +18,15 @@ def dot_segments(path: str) -> bool:
     return "/." in path and any(seg in (".", "..") for seg in path.split("/"))
 
 
-def too_large(limit: int, size: int | None = None) -> tuple[int, str, str]:
+def too_large(limit: int, size: int | None = None) -> InputTooLarge:
     said = f"{size} bytes" if size is not None else f"over {limit} bytes"
-    return 413, "InputTooLarge", f"body is {said}; the limit is {limit} (MAX_BODY_BYTES)"
+    return InputTooLarge(f"body is {said}; the limit is {limit} (MAX_BODY_BYTES)")
+
+
+def refusal(exc: ClassifierError) -> tuple[int, bytes]:
+    """(status, JSON body) for an error refused before the app: codes from api/errors.py."""
+    body = strict_json.dumps(api_errors.body(exc, str(exc))).encode()
+    return api_errors.status_for(exc), body
 
 
 def declared_length(scope: Scope) -> int | None:
@@ -54,8 +60,8 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-async def bounded_body(scope: Scope, receive: Receive, limit: int) -> bytes | tuple[int, str, str]:
-    """The body, or the 413 (a tuple) when the declared or the streamed size passes `limit`:
+async def bounded_body(scope: Scope, receive: Receive, limit: int) -> bytes | InputTooLarge:
+    """The body, or the error when the declared or the streamed size passes `limit`:
     what both local servers and the app do before anything else. Disconnected passes through."""
     size = declared_length(scope)
     if size is not None and size > limit:
@@ -78,7 +84,7 @@ class RequestGuard:
             return
         problem = self.problem(scope)
         if problem is not None:
-            await self.refuse(send, *problem)
+            await self.refuse(send, problem)
             return
         if self.max_body_bytes is None:
             await self.app(scope, receive, send)
@@ -87,8 +93,8 @@ class RequestGuard:
             body = await bounded_body(scope, receive, self.max_body_bytes)
         except Disconnected:
             return  # nobody to answer
-        if isinstance(body, tuple):
-            await self.refuse(send, *body)
+        if isinstance(body, InputTooLarge):
+            await self.refuse(send, body)
             return
         delivered = False
 
@@ -102,25 +108,23 @@ class RequestGuard:
         await self.app(scope, replay, send)
 
     @staticmethod
-    def problem(scope: Scope) -> tuple[int, str, str] | None:
+    def problem(scope: Scope) -> ClassifierError | None:
         path = scope.get("path", "")
         if dot_segments(path):
-            return 400, "BadPath", f"path {path[:200]!r} has dot segments ('.' or '..')"
+            return api_errors.BadPath(f"path {path[:200]!r} has dot segments ('.' or '..')")
         for name, value in scope.get("headers", ()):
             if name == b"content-encoding":
                 encoding = value.decode("latin-1").strip().lower()
                 if encoding not in IDENTITY:
-                    return (
-                        415,
-                        "UnsupportedContentEncoding",
+                    return api_errors.UnsupportedContentEncoding(
                         f"Content-Encoding {encoding[:40]!r} is not supported: send the JSON "
-                        "body uncompressed",
+                        "body uncompressed"
                     )
         return None
 
     @staticmethod
-    async def refuse(send: Send, status: int, kind: str, message: str) -> None:
-        body: Any = strict_json.dumps({"error": message, "type": kind}).encode()
+    async def refuse(send: Send, exc: ClassifierError) -> None:
+        status, body = refusal(exc)
         await send(
             {
                 "type": "http.response.start",
