@@ -77,6 +77,35 @@ def test_image_template_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
     } <= set(out["Outputs"])
 
 
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)
+def test_the_http_api_stage_writes_a_json_access_log_with_retention(
+    template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    res = _transform(template, monkeypatch)["Resources"]
+    settings = res["HttpApiStage"]["Properties"]["AccessLogSettings"]
+    assert settings["DestinationArn"] == {"Fn::GetAtt": ["HttpApiAccessLogGroup", "Arn"]}
+    fields = json.loads(settings["Format"])  # one JSON object per request
+    for name in ("requestId", "status", "latencyMs", "integrationError", "routeKey"):
+        assert name in fields, name
+    group = res["HttpApiAccessLogGroup"]["Properties"]
+    assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_both_buckets_refuse_requests_not_over_tls(monkeypatch: pytest.MonkeyPatch) -> None:
+    res = _transform(TEMPLATES[0], monkeypatch)["Resources"]
+    policies = {
+        p["Properties"]["Bucket"]["Ref"]: p["Properties"]["PolicyDocument"]["Statement"]
+        for p in res.values()
+        if p["Type"] == "AWS::S3::BucketPolicy"
+    }
+    assert set(policies) == {"InputBucket", "OutputBucket"}
+    for bucket, statements in policies.items():
+        deny = [s for s in statements if s["Effect"] == "Deny"]
+        assert len(deny) == 1 and deny[0]["Action"] == "s3:*" and deny[0]["Principal"] == "*"
+        assert deny[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}, bucket
+        assert {"Fn::GetAtt": [bucket, "Arn"]} in deny[0]["Resource"]
+
+
 def _role_statements(out: dict[str, Any], role: str) -> list[dict[str, Any]]:
     props = out["Resources"][role]["Properties"]
     return [s for p in props.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
