@@ -143,7 +143,7 @@ def _sns(notification: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("key", KEYS)
-@pytest.mark.parametrize("envelope", ["s3", "sqs", "sns", "eventbridge"])
+@pytest.mark.parametrize("envelope", ["s3", "sqs", "sns", "sns-in-sqs", "eventbridge"])
 def test_keys_with_plus_space_percent_colon_through_every_envelope(
     batch: Batch, key: str, envelope: str
 ) -> None:
@@ -152,6 +152,8 @@ def test_keys_with_plus_space_percent_colon_through_every_envelope(
         "s3": lambda: notification,
         "sqs": lambda: _sqs(notification),
         "sns": lambda: _sns(notification),
+        # S3 -> SNS -> SQS: the SQS body is SNS's envelope (raw message delivery off).
+        "sns-in-sqs": lambda: _sqs({"Type": "Notification", "Message": json.dumps(notification)}),
         "eventbridge": lambda: _eventbridge(batch, key),
     }[envelope]()
     result = batch.invoke(event)
