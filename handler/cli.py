@@ -149,6 +149,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     from handler import tune
     from handler.errors import InvalidInput
+    from handler.evaluate import read_texts
     from handler.tune.sample import REVIEWS
 
     prices = tune.PRICES[args.arch]
@@ -164,7 +165,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise InvalidInput(f"--sizes must be Lambda memory sizes, 128-10240 MB: {args.sizes!r}")
     if args.rounds < 1:
         raise InvalidInput(f"--rounds must be 1 or more, got {args.rounds}")
-    texts = tune.read_texts(Path(args.data)) if args.data else list(REVIEWS)
+    texts = read_texts(Path(args.data)) if args.data else list(REVIEWS)
     model = Path(args.model) if args.measured else _model_dir(args)
     result = tune.run(
         model,

@@ -98,6 +98,19 @@ def read_labelled(path: Path, id2label: Mapping[int, str], task: str = SINGLE_LA
     return Labelled(texts, labels)
 
 
+def read_texts(path: Path) -> list[str]:
+    """Unlabelled text, one per line (UTF-8); blank lines are skipped. For the build's agreement
+    check (`--agreement-text`) and `tune --data`."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    texts = [line.strip() for line in lines if line.strip()]
+    if not texts:
+        raise InvalidInput(f"{path} holds no text lines")
+    return texts
+
+
 def evaluate(classifier: Classifier, data: Labelled) -> dict[str, Any]:
     task = task_for(classifier)
     results = classifier.run_for_measurement(data.texts)

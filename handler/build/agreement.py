@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from handler.errors import InvalidInput
 from handler.inference.postprocess import SINGLE_LABEL
 
 DEFAULT_COUNT = 1500
@@ -36,18 +35,6 @@ class AgreementGate:
 
     min_agreement: float | None = None
     max_p99_score_diff: float | None = None
-
-
-def read_texts(path: Path) -> list[str]:
-    """One text per line; blank lines are skipped."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    texts = [line.strip() for line in lines if line.strip()]
-    if not texts:
-        raise InvalidInput(f"{path} holds no text lines")
-    return texts
 
 
 def _first_line(doc: str | None) -> str | None:

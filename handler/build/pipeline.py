@@ -29,7 +29,7 @@ from handler.build import (
 )
 from handler.build.fetch import DEFAULT_MODEL, SnapshotDownload, Source, fetch
 from handler.errors import BuildError
-from handler.evaluate import Labelled, read_labelled
+from handler.evaluate import Labelled, read_labelled, read_texts
 from handler.inference.classifier import RUNTIME_CONFIG, Classifier, ModelConfig
 from handler.inference.postprocess import SINGLE_LABEL, task_of
 from handler.inference.session import create_session
@@ -364,7 +364,7 @@ def build(
         report = verify.verify(reference, candidate, held_out, options.gate, task)
         stages.update()
         if options.agreement_text is not None:
-            texts = agreement.read_texts(options.agreement_text)
+            texts = read_texts(options.agreement_text)
             texts_source = str(options.agreement_text)
         else:
             texts, texts_source = agreement.default_texts()

@@ -229,16 +229,6 @@ def host_arch() -> str:
     return "arm64" if machine in ("aarch64", "arm64") else "x86_64"
 
 
-def read_texts(path: Path) -> list[str]:
-    try:
-        texts = [t.strip() for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    if not texts:
-        raise InvalidInput(f"{path} holds no text lines")
-    return texts
-
-
 def load_measured(path: Path) -> list[Measured]:
     """Figures from an earlier `tune --json` (e.g. measured on an arm64 host)."""
     try:

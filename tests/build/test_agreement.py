@@ -13,6 +13,7 @@ import pytest
 from handler.build import agreement, pipeline, quantize
 from handler.build.pipeline import BuildOptions, build
 from handler.errors import GateFailed, InvalidInput
+from handler.evaluate import read_texts
 from handler.inference.postprocess import REGRESSION, SINGLE_LABEL
 from tests import tiny
 
@@ -86,15 +87,15 @@ def test_the_real_default_set_is_large_and_stable() -> None:
 def test_agreement_text_is_read_one_per_line_and_bad_files_are_named(tmp_path: Path) -> None:
     good = tmp_path / "t.txt"
     good.write_text("first text\n\n  second  \n")
-    assert agreement.read_texts(good) == ["first text", "second"]
+    assert read_texts(good) == ["first text", "second"]
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9\n".encode("latin-1"))
     with pytest.raises(InvalidInput, match=r"latin1\.txt: not UTF-8"):
-        agreement.read_texts(bad)
+        read_texts(bad)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n")
     with pytest.raises(InvalidInput, match="no text lines"):
-        agreement.read_texts(empty)
+        read_texts(empty)
 
 
 def test_a_build_reports_unlabelled_figures_and_fails_on_its_threshold(tmp_path: Path) -> None:
