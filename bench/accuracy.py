@@ -7,8 +7,8 @@ measures on half b (436 labelled sentences) and, for label agreement, half b plu
 of other kinds (handler/tune/sample.py). Rows: fp32, the previous per-tensor recipe (dynamic int8,
 7-bit weights, one text per run) and each per-token target. Where this CPU's u8s8 sums saturate
 (no VNNI), a full-range artifact is measured through its exact twin: the numbers a VNNI or arm64
-CPU computes (see handler/build/per_token.py). Out-of-domain columns: the build's own figures on
-unlabelled text (default: 1,500 Python standard library docstring lines, handler/build/agreement.py).
+CPU computes (see handler/compiler/per_token.py). Out-of-domain columns: the build's own figures on
+unlabelled text (default: 1,500 Python standard library docstring lines, handler/compiler/agreement.py).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.int8 import baseline_graph  # noqa: E402
-from handler.build import per_token, quantize  # noqa: E402
-from handler.build.pipeline import BuildOptions, build  # noqa: E402
+from handler.compiler import per_token, quantize  # noqa: E402
+from handler.compiler.pipeline import BuildOptions, build  # noqa: E402
 from handler.evaluate import read_labelled  # noqa: E402
 from handler.inference import Classifier  # noqa: E402
 from handler.inference.session import create_session  # noqa: E402

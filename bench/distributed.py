@@ -62,13 +62,13 @@ def measure(model_dir: Path, n: int, rounds: int) -> dict[str, Any]:
     import boto3
     from moto import mock_aws
 
-    from handler.adapters.local import LocalContext
     from handler.adapters.s3_store import S3Store
     from handler.batch import shards
     from handler.batch.formats import line_ranges, records
     from handler.batch.job import Destination, ObjectRef
     from handler.config import Settings
     from handler.function import Function, make_lambda_handler
+    from handler.local.context import LocalContext
     from handler.observability import logger
     from handler.runtime import get_model
 

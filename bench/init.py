@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import EVAL_A, STANDIN, prepare  # noqa: E402
-from handler.adapters.runtime_api import RuntimeAPI  # noqa: E402
+from handler.local.runtime_api import RuntimeAPI  # noqa: E402
 from handler.tune import quota  # noqa: E402
 
 AWSLAMBDARIC = "awslambdaric==4.2.2"

@@ -7,7 +7,7 @@ Baseline: the previous recipe, a per-tensor dynamic int8 graph of the same model
 `session.run`. Candidates: the default per-token artifact through `Classifier.predict`
 (tokenisation and postprocessing included), raw `session.run` of that artifact on the same
 length-sorted micro-batches, and (to attribute the gain) the same build with its last layer on
-every token (handler/build/rows.py switched off). One thread; rounds interleave the paths so
+every token (handler/compiler/rows.py switched off). One thread; rounds interleave the paths so
 the machine's drift hits all alike; ratios are what to read, never absolute figures across runs.
 """
 
@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import EVAL_A, SHORT, STANDIN, sentences  # noqa: E402
-from handler.build import quantize, rows  # noqa: E402
-from handler.build.pipeline import BuildOptions, build  # noqa: E402
-from handler.build.verify import Gate  # noqa: E402
+from handler.compiler import quantize, rows  # noqa: E402
+from handler.compiler.gate import Gate  # noqa: E402
+from handler.compiler.pipeline import BuildOptions, build  # noqa: E402
 from handler.inference import Classifier  # noqa: E402
 from handler.inference.session import create_session  # noqa: E402
 

@@ -115,8 +115,8 @@ def throughput(fn: Callable[[], Any], n: int, repeats: int = 2) -> float:
 
 def prepare(out: Path) -> dict[str, dict[str, Path]]:
     """Build (once) the artifacts every measurement uses; returns {size: {kind: path}}."""
-    from handler.build.pipeline import BuildOptions, build
-    from handler.build.verify import Gate
+    from handler.compiler.gate import Gate
+    from handler.compiler.pipeline import BuildOptions, build
 
     models: dict[str, dict[str, Path]] = {}
     base_src = out / "distilbert-base-random"
@@ -135,7 +135,7 @@ def prepare(out: Path) -> dict[str, dict[str, Path]]:
             "vocab.txt",
         ):
             (base_src / name).write_bytes((STANDIN / name).read_bytes())
-        from handler.build.export import export_onnx
+        from handler.compiler.export import export_onnx
 
         export_onnx(base_src, base_src / "onnx" / "model.onnx")
     for size, src, gate in (
@@ -222,9 +222,9 @@ def measure_inprocess(
 
 def measure_http_path(paths: dict[str, str], quick: bool) -> dict[str, Any]:
     """One short text: lambda_handler with an HTTP API v2 event vs Classifier.predict."""
-    from handler.adapters.local import LocalContext
     from handler.config import Settings
     from handler.function import Function, make_lambda_handler
+    from handler.local.context import LocalContext
     from handler.observability import logger
     from handler.runtime import get_model
 
@@ -273,10 +273,10 @@ def measure_s3_throughput(paths: dict[str, str], quick: bool) -> dict[str, Any]:
     import boto3
     from moto import mock_aws
 
-    from handler.adapters.local import LocalContext
     from handler.adapters.s3_store import S3Store
     from handler.config import Settings
     from handler.function import Function, make_lambda_handler
+    from handler.local.context import LocalContext
     from handler.observability import logger
     from handler.runtime import get_model
 
@@ -358,7 +358,7 @@ Classifier.from_dir({int8!r}).predict({short!r})
     "function": """
 import json
 from handler import lambda_handler
-from handler.adapters.local import LocalContext
+from handler.local.context import LocalContext
 event = json.load(open({event!r})); event["body"] = json.dumps({{"inputs": {short!r}}})
 assert lambda_handler(event, LocalContext())["statusCode"] == 200
 """,
@@ -474,7 +474,7 @@ def s3_memory(tiny_dir: Path, mb: int) -> dict[str, Any]:
         code = (
             "import json, sys, contextlib, io, time\n"
             "from handler import lambda_handler\n"
-            "from handler.adapters.local import LocalContext\n"
+            "from handler.local.context import LocalContext\n"
             "t = time.perf_counter()\n"
             f"with contextlib.redirect_stdout(io.StringIO()): r = lambda_handler(json.loads({event!r}), LocalContext())\n"
             "sys.stderr.write('SUMMARY ' + json.dumps({'records': r['results'][0]['records'], 's': time.perf_counter() - t}) + '\\n')\n"

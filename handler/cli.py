@@ -44,9 +44,9 @@ def _model_dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from handler.build import verify
-    from handler.build.agreement import AgreementGate
-    from handler.build.pipeline import BuildOptions, build
+    from handler.compiler import gate
+    from handler.compiler.agreement import AgreementGate
+    from handler.compiler.pipeline import BuildOptions, build
 
     manifest = build(
         BuildOptions(
@@ -61,7 +61,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                 min_agreement=args.min_unlabelled_agreement,
                 max_p99_score_diff=args.max_unlabelled_p99,
             ),
-            gate=verify.Gate(
+            gate=gate.Gate(
                 max_accuracy_drop=args.max_accuracy_drop,
                 min_agreement=args.min_agreement,
                 max_regression_error=args.max_regression_error,
@@ -130,7 +130,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from handler.build.manifest import check_files
+    from handler.manifest import check_files
 
     manifest = check_files(_model_dir(args))
     _print({"ok": True, "files": sorted(manifest["files"])})
@@ -138,7 +138,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
-    from handler.adapters.local import invoke_file
+    from handler.local.invoke import invoke_file
 
     _print(invoke_file(Path(args.event), current_etag=args.current_etag))
     return 0
@@ -188,9 +188,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.through_lambda:
         import uvicorn
 
-        from handler.adapters.local import lambda_gateway
         from handler.config import get_settings
         from handler.entry import lambda_handler
+        from handler.local.gateway import lambda_gateway
 
         app = lambda_gateway(lambda_handler, get_settings().max_body_bytes)
         print(
@@ -208,7 +208,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from handler.build.fetch import DEFAULT_MODEL
+    from handler.compiler.fetch import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(prog="python -m handler", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)

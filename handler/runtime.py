@@ -14,8 +14,7 @@ from handler.config import Settings, missing_model_message
 from handler.errors import ArtifactError
 from handler.inference import Classifier
 from handler.inference.classifier import RUNTIME_CONFIG
-
-MANIFEST = "manifest.json"
+from handler.manifest import MANIFEST
 
 
 @dataclass(frozen=True)

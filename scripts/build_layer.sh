@@ -46,10 +46,14 @@ rm -rf "$OUT/layer/python/bin" "$OUT/layer/python/onnxruntime/transformers" \
   "$OUT/layer/python/onnxruntime/quantization" "$OUT/layer/python/onnxruntime/tools"
 find "$OUT/layer/python" -name "__pycache__" -type d -prune -exec rm -rf {} +
 
-cp -r handler "$OUT/function/handler"
-rm -rf "$OUT/function/handler/build"  # build-time code stays out of the function
-# The local runtime emulator and event runner are for development, not for Lambda.
-rm -f "$OUT/function/handler/adapters/runtime_api.py"
+# What Lambda runs, and nothing else: the compiler, the local tools and the tuner stay behind.
+# The same list is in infra/Dockerfile's COPY lines; tests/infra/test_layer.py holds them equal.
+RUNTIME_PACKAGES=(adapters api batch inference)
+mkdir -p "$OUT/function/handler"
+cp handler/*.py "$OUT/function/handler/"
+for package in "${RUNTIME_PACKAGES[@]}"; do
+  cp -r "handler/$package" "$OUT/function/handler/$package"
+done
 find "$OUT/function" -name "__pycache__" -type d -prune -exec rm -rf {} +
 
 # Bytecode for the runtime's Python (pip compiled nothing: --no-compile, and it would have used

@@ -41,8 +41,8 @@ def main() -> int:
     )
     try:
         from handler import lambda_handler
-        from handler.adapters.local import LocalContext
         from handler.adapters.s3_store import make_client
+        from handler.local.context import LocalContext
 
         s3 = make_client()
         for bucket in (INPUT, OUTPUT):

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from handler.build.pipeline import BuildOptions, build
+from handler.compiler.pipeline import BuildOptions, build
 from tests import tiny
 
 ROOT = Path(__file__).resolve().parent.parent

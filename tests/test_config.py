@@ -92,10 +92,10 @@ def test_function_role_is_checked() -> None:
 
 
 def test_an_event_for_the_other_role_names_the_role(tiny_model: Path) -> None:
-    from handler.adapters.local import LocalContext
     from handler.config import Settings
     from handler.errors import UnsupportedEvent
     from handler.function import Function
+    from handler.local.context import LocalContext
     from handler.runtime import get_model
     from tests.conftest import load_event
 

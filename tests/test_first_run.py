@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from handler.adapters.local import FAILURE_REASONS, current_objects
-from handler.build import hub, progress
-from handler.build.fetch import fetch
+from handler.compiler import hub, progress
+from handler.compiler.fetch import fetch
 from handler.config import LOCAL_MODEL_DIR, default_model_dir
 from handler.errors import BuildError
+from handler.local.invoke import FAILURE_REASONS, current_objects
 from tests import tiny
 from tests.conftest import EVENTS
 
@@ -274,7 +274,7 @@ def test_forced_progress_goes_to_stderr_and_stdout_stays_json(tmp_path: Path) ->
 
 
 def test_custom_domain_event_404_says_to_set_api_base_path(tiny_model: Path) -> None:
-    from handler.adapters.local import LocalContext
+    from handler.local.context import LocalContext
     from tests.api.helpers import make_handler
     from tests.conftest import load_event
 
@@ -293,7 +293,7 @@ def test_s3_head_is_none_for_a_missing_object(monkeypatch: pytest.MonkeyPatch) -
     import boto3
     from moto import mock_aws
 
-    from handler.adapters.local import s3_head
+    from handler.local.invoke import s3_head
 
     for name, value in {
         "AWS_ACCESS_KEY_ID": "x",

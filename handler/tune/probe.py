@@ -24,7 +24,8 @@ RESULT = "tune: result "
 def main(argv: list[str]) -> int:
     role, texts, repeats = argv[0], json.loads(argv[1]), int(argv[2])
     from handler import entry
-    from handler.adapters.local import LocalContext, http_api_event
+    from handler.local.context import LocalContext
+    from handler.local.gateway import http_api_event
 
     print(READY, flush=True)
     fn = entry.function

@@ -14,10 +14,10 @@ from urllib.parse import quote_plus
 import pytest
 from moto import mock_aws
 
-from handler.adapters.local import LocalContext
 from handler.adapters.s3_store import S3Store, make_client
 from handler.config import Settings
 from handler.function import Function, make_lambda_handler
+from handler.local.context import LocalContext
 from handler.runtime import get_model
 from tests.conftest import load_event
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from handler.adapters.local import LocalContext
 from handler.batch.job import MAX_KEY_BYTES
 from handler.errors import ConfigError
 from handler.function import Function, make_lambda_handler
+from handler.local.context import LocalContext
 from handler.runtime import get_model
 from tests.adapters.conftest import INPUT, OUTPUT, Batch, gz, s3_event
 from tests.conftest import load_event

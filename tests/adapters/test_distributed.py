@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from handler.adapters.local import LocalContext
 from handler.adapters.s3_store import S3Store, make_client
 from handler.config import Settings
 from handler.function import Function, make_lambda_handler
+from handler.local.context import LocalContext
 from handler.runtime import get_model
 from tests.adapters.conftest import s3_event
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from handler.adapters.local import LocalContext
 from handler.errors import UnsupportedEvent
+from handler.local.context import LocalContext
 from tests.api.helpers import call, make_handler
 from tests.conftest import EVENTS, load_event
 
@@ -111,7 +111,7 @@ loads = []
 original = c.Classifier.from_dir.__func__
 c.Classifier.from_dir = classmethod(lambda cls, *a, **k: loads.append(1) or original(cls, *a, **k))
 from handler import lambda_handler
-from handler.adapters.local import LocalContext
+from handler.local.context import LocalContext
 event = json.load(open({str(EVENTS / "apigw-http-classify.json")!r}))
 codes = [lambda_handler(event, LocalContext())["statusCode"] for _ in range(3)]
 print(json.dumps({{"loads": len(loads), "codes": codes}}))

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from handler.adapters.local import LocalContext
+from handler.local.context import LocalContext
 from tests.adapters.conftest import INPUT, OUTPUT, Batch, gz, s3_event
 from tests.conftest import load_event
 

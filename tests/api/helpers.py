@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from handler.adapters.local import LocalContext
 from handler.config import Settings
 from handler.function import Function, make_lambda_handler
+from handler.local.context import LocalContext
 from handler.runtime import get_model
 from tests.conftest import load_event
 

@@ -76,7 +76,7 @@ def test_identity_encoding_is_served(handler: Any) -> None:
 
 def test_head_health_answers_200_without_a_body(handler: Any) -> None:
     event = http_event(path="/health", method="HEAD")
-    response = handler(event, __import__("handler.adapters.local").adapters.local.LocalContext())
+    response = handler(event, __import__("handler.local.context").local.context.LocalContext())
     assert response["statusCode"] == 200 and not response.get("body")
     assert call(handler, http_event(path="/health", method="GET"))[1]["status"] == "ok"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from handler.build.pipeline import BuildOptions, build
+from handler.compiler.pipeline import BuildOptions, build
 from tests.api.helpers import call, http_event, make_handler
 
 pytestmark = [

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from handler.adapters.local import LocalContext, http_api_event
 from handler.inference import Classifier
+from handler.local.context import LocalContext
+from handler.local.gateway import http_api_event
 from tests.api.helpers import make_handler
 
 hub = pytest.importorskip("huggingface_hub")

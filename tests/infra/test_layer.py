@@ -25,6 +25,53 @@ from tests.infra.tools import tool
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
+LAYER_SCRIPT = (ROOT / "scripts" / "build_layer.sh").read_text()
+RUNTIME_PACKAGES = re.search(r"^RUNTIME_PACKAGES=\(([^)]*)\)", LAYER_SCRIPT, re.M)[1].split()  # type: ignore[index]
+
+
+def test_the_image_and_the_layer_ship_the_same_runtime_packages() -> None:
+    """Copy what ships: both the Dockerfile and the layer script name the runtime subpackages,
+    and they name the same ones (a package added to one and not the other fails here)."""
+    dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
+    copied = re.findall(
+        r"^COPY handler/(\w+)/ \$\{LAMBDA_TASK_ROOT\}/handler/\1/$", dockerfile, re.M
+    )
+    assert sorted(copied) == sorted(RUNTIME_PACKAGES)
+    assert "COPY handler/*.py ${LAMBDA_TASK_ROOT}/handler/" in dockerfile
+    assert not re.search(
+        r"rm -\w* .*handler/", dockerfile + LAYER_SCRIPT
+    )  # never rm what was copied
+
+
+def test_what_ships_is_all_the_function_imports(tmp_path: Path) -> None:
+    """Both roles load and answer from a copy of the shipped files alone: the runtime needs
+    nothing from handler/compiler, handler/local or handler/tune."""
+    shipped = tmp_path / "function" / "handler"
+    shipped.mkdir(parents=True)
+    for module in (ROOT / "handler").glob("*.py"):
+        shutil.copy(module, shipped)
+    for package in RUNTIME_PACKAGES:
+        shutil.copytree(ROOT / "handler" / package, shipped / package)
+    script = """
+import sys
+import handler.function, handler.adapters.apigw, handler.adapters.s3_batch
+import handler.adapters.s3_store
+import handler.batch.shards, handler.api, handler.cli
+loaded = sorted({m.split(".")[1] for m in sys.modules if m.startswith("handler.")})
+print(" ".join(loaded))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path / "function",
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "function")},
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert not {"compiler", "local", "tune"} & set(out.stdout.split()), out.stdout
+
+
 ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}.get(platform.machine(), "x86_64")
 
 
@@ -96,8 +143,8 @@ def test_layer_for_this_python_imports_the_handler_in_a_clean_interpreter(
     assert (built / "layer.zip").stat().st_size > 0
     layer, function = built / "layer" / "python", built / "function"
     assert not (layer / "huggingface_hub").exists() and not (layer / "torch").exists()
-    assert not (function / "handler" / "build").exists()
-    assert not (function / "handler" / "adapters" / "runtime_api.py").exists()
+    shipped = {p.name for p in (function / "handler").iterdir() if p.is_dir()} - {"__pycache__"}
+    assert shipped == set(RUNTIME_PACKAGES), shipped
     assert "bytecode: compiled for Python" in proc.stdout
     assert assert_bytecode_for_every_module(layer, sys.executable) > 1000
     assert assert_bytecode_for_every_module(function, sys.executable) > 20
@@ -112,7 +159,10 @@ def test_layer_for_this_python_imports_the_handler_in_a_clean_interpreter(
 import json, sys
 sys.path[:0] = [{str(function)!r}, {str(layer)!r}, {str(runtime)!r}]
 from handler import lambda_handler
-from handler.adapters.local import LocalContext
+class LocalContext:  # the tools' context class stays out of the layer (handler/local)
+    function_name, memory_limit_in_mb, aws_request_id = "layer-test", 2048, "req-1"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:layer-test"
+    def get_remaining_time_in_millis(self): return 900000
 event = json.load(open({str(EVENTS / "apigw-http-classify.json")!r}))
 response = lambda_handler(event, LocalContext())
 bad = [m for m in ("torch", "transformers", "onnx", "huggingface_hub") if m in sys.modules]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from handler.adapters.runtime_api import RuntimeAPI
+from handler.local.runtime_api import RuntimeAPI
 from tests.conftest import load_event
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from handler.build.pipeline import BuildOptions, build
-from handler.build.verify import Gate
+from handler.compiler.gate import Gate
+from handler.compiler.pipeline import BuildOptions, build
 from handler.errors import BuildError, GateFailed
 from handler.evaluate import read_labelled
 from handler.inference import Classifier
@@ -302,7 +302,7 @@ def test_fp32_build_answers_as_the_pipeline_on_every_call_shape(
         _same(ours, theirs, f"{name} {inputs!r} {params}")
 
 
-# The attention fusion (handler/build/attention.py) on each family's export: DeBERTa's
+# The attention fusion (handler/compiler/attention.py) on each family's export: DeBERTa's
 # disentangled attention adds position terms to the scores, which MultiHeadAttention cannot
 # compute, so it must stay unfused (by the matcher or, failing that, by the logits check).
 FUSED_ATTENTION = {"bert": 2, "distilbert": 2, "roberta": 2, "xlm-roberta": 2, "deberta-v2": 0}
@@ -436,7 +436,7 @@ def test_multi_label_gate_measures_decisions_per_label(tmp_path: Path) -> None:
 def test_the_last_layer_runs_on_the_token_the_head_reads(
     name: str, families: dict[str, dict[str, Path]]
 ) -> None:
-    """handler/build/rows.py: every family's head reads token 0 of the last hidden state, so
+    """handler/compiler/rows.py: every family's head reads token 0 of the last hidden state, so
     the last layer's feed-forward block runs on one row per text (the answers against
     transformers' pipeline are checked above)."""
     import onnx

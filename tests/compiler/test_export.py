@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handler.build.pipeline import BuildOptions, build
+from handler.compiler.pipeline import BuildOptions, build
 from handler.inference import Classifier
 from tests import tiny
 

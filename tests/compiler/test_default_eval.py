@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from handler.build import pipeline
-from handler.build.pipeline import BuildOptions, build
+from handler.compiler import pipeline
+from handler.compiler.pipeline import BuildOptions, build
 from handler.errors import BuildError
 from tests import tiny
 

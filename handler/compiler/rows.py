@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from handler.build.attention import (
+from handler.compiler.attention import (
     _Graph,
     _live,
     drop_unused_initializers,

@@ -73,7 +73,7 @@ def fetch(
     if download is None:
         from huggingface_hub import snapshot_download as download
 
-        from handler.build.hub import offline_reason
+        from handler.compiler.hub import offline_reason
 
         offline = offline_reason()
     from huggingface_hub.errors import (

@@ -1,4 +1,4 @@
-"""Run under qemu-user `-cpu Haswell` by tests/build/test_per_token.py: what a CPU without VNNI
+"""Run under qemu-user `-cpu Haswell` by tests/compiler/test_per_token.py: what a CPU without VNNI
 computes for a built artifact.
 
 `python -m tests.build.no_vnni_probe MODEL_DIR TEXTS_JSON GEMM_INPUTS_NPZ OUT_NPZ` prints JSON:
@@ -53,7 +53,7 @@ def integer_gemms(model_path: Path, inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    from handler.build.quantize import host_saturates
+    from handler.compiler.quantize import host_saturates
     from handler.inference import Classifier
 
     model_dir, texts = Path(argv[0]), json.loads(argv[1])

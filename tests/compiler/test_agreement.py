@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from handler.build import agreement, pipeline, quantize
-from handler.build.pipeline import BuildOptions, build
+from handler.compiler import agreement, pipeline, quantize
+from handler.compiler.pipeline import BuildOptions, build
 from handler.errors import GateFailed, InvalidInput
 from handler.evaluate import read_texts
 from handler.inference.postprocess import REGRESSION, SINGLE_LABEL

@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from handler.build.attention import check_feed, fuse_attention, graph_logits
+from handler.compiler.attention import check_feed, fuse_attention, graph_logits
 
 VOCAB, D, HEADS, LABELS, MAX_LEN = 50, 16, 4, 3, 16
 CONFIG = {"num_attention_heads": HEADS, "hidden_size": D, "vocab_size": VOCAB}
@@ -154,7 +154,7 @@ def test_a_core_with_a_position_term_is_left_as_it_was(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The matcher takes the position term for a mask; the logits check refuses the result."""
-    with caplog.at_level("WARNING", logger="handler.build.attention"):
+    with caplog.at_level("WARNING", logger="handler.compiler.attention"):
         src, dst, count = fused(tmp_path, "position")
     assert count == 0
     assert dst.read_bytes() == src.read_bytes()

@@ -1,9 +1,11 @@
-"""manifest.json: what was built, from what, with checksums and the verification figures."""
+"""manifest.json: what was built, from what, with checksums and the verification figures.
+
+Shared by the compiler, which writes it, and the runtime, which reads and checks it.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import platform
 from pathlib import Path
@@ -24,6 +26,8 @@ def sha256(path: Path) -> str:
 
 
 def tool_versions() -> dict[str, str]:
+    import importlib.metadata  # only the compiler asks; the runtime never pays for the import
+
     versions = {"python": platform.python_version()}
     for name in TOOLS:
         try:

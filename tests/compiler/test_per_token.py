@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from handler.build import per_token, quantize
+from handler.compiler import per_token, quantize
 from handler.inference import Classifier
 
 K, H = 32, 48

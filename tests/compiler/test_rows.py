@@ -1,4 +1,4 @@
-"""The last layer cut to the token the head reads (handler/build/rows.py), on small generated
+"""The last layer cut to the token the head reads (handler/compiler/rows.py), on small generated
 graphs (no torch): the same logits on padded batches, the feed-forward block on one row per text,
 and the graph left alone where the selection or a node would not allow it."""
 
@@ -13,9 +13,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from handler.build import rows
-from handler.build.attention import check_feed, graph_logits
-from handler.build.per_token import RECIPES, rewrite
+from handler.compiler import rows
+from handler.compiler.attention import check_feed, graph_logits
+from handler.compiler.per_token import RECIPES, rewrite
 
 VOCAB, D, HEADS, FF, LABELS, MAX_LEN = 50, 16, 4, 32, 3, 16
 CONFIG = {"vocab_size": VOCAB}

@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from handler.build import per_token
-from handler.build import quantize as quantize_module
-from handler.build.manifest import check_files
-from handler.build.pipeline import BuildOptions, build
+from handler.compiler import per_token
+from handler.compiler import quantize as quantize_module
+from handler.compiler.pipeline import BuildOptions, build
 from handler.errors import ArtifactError, GateFailed
 from handler.evaluate import evaluate, read_labelled
 from handler.inference import Classifier
 from handler.inference.tokenizer import TextTokenizer
+from handler.manifest import check_files
 
 pytestmark = pytest.mark.slow
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
@@ -49,7 +49,7 @@ def test_manifest_records_source_target_checksums_and_gate(standin_built: Path) 
     }
     assert manifest["files"]["model.onnx"]["bytes"] < 1_000_000
     assert manifest["fusions"]["MultiHeadAttention"] == 6  # one per layer
-    # The last layer after its keys and values, on token 0 only (handler/build/rows.py).
+    # The last layer after its keys and values, on token 0 only (handler/compiler/rows.py).
     assert manifest["fusions"]["last_layer_on_selected_token"] == 10
     assert manifest["source"]["model_type"] == "distilbert"
     assert manifest["target"]["name"] == "x86-avx2"

@@ -133,7 +133,7 @@ def input_kind(producer_op: str) -> str:
 
 def _source_op(producer: dict[str, Any], name: str) -> str:
     """The op that computed `name`, looking through Slices (a row of a LayerNorm output is still
-    a LayerNorm output: see handler/build/rows.py)."""
+    a LayerNorm output: see handler/compiler/rows.py)."""
     node = producer.get(name)
     while node is not None and node.op_type == "Slice":
         node = producer.get(node.input[0])

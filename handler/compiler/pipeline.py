@@ -1,4 +1,4 @@
-"""The build: fetch -> fp32 ONNX -> fuse -> quantise -> offline-optimise -> verify -> manifest.
+"""The build: fetch -> fp32 ONNX -> fuse -> quantise -> offline-optimise -> gate -> manifest.
 
 The artifact is assembled in a temporary folder beside the output and renamed into place only
 after the gate passes, so a failed build leaves nothing that looks usable.
@@ -16,18 +16,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from handler.build import (
+from handler import manifest
+from handler.compiler import (
     agreement,
     attention,
     export,
-    manifest,
+    gate,
     per_token,
     progress,
     quantize,
     rows,
-    verify,
 )
-from handler.build.fetch import DEFAULT_MODEL, SnapshotDownload, Source, fetch
+from handler.compiler.fetch import DEFAULT_MODEL, SnapshotDownload, Source, fetch
 from handler.errors import BuildError
 from handler.evaluate import Labelled, read_labelled, read_texts
 from handler.inference.classifier import RUNTIME_CONFIG, Classifier, ModelConfig
@@ -51,7 +51,7 @@ class BuildOptions:
     out: Path = Path("build/model")
     eval_path: Path | None = None
     threads: int = 1
-    gate: verify.Gate = field(default_factory=verify.Gate)
+    gate: gate.Gate = field(default_factory=gate.Gate)
     # Unlabelled text for agreement with fp32 off the labelled set's domain (None: the default).
     agreement_text: Path | None = None
     agreement_gate: agreement.AgreementGate = field(default_factory=agreement.AgreementGate)
@@ -192,7 +192,7 @@ def load_eval(
             f"no verification data for a {task} model: pass --eval FILE (text<TAB>target; "
             "regression: a number, multi-label: labels separated by commas)"
         )
-    from handler.build.hub import offline_reason
+    from handler.compiler.hub import offline_reason
 
     offline = offline_reason()
     try:
@@ -293,9 +293,9 @@ def build(
             stages.update()
         stages.set_postfix_str("verification data")
         task = task_of(config.problem_type, len(config.id2label))
-        function = verify.gate_function(task)
+        function = gate.gate_function(task)
         data, eval_source = load_eval(options.eval_path, dict(config.id2label), work, task)
-        selection, held_out = verify.split(data)
+        selection, held_out = gate.split(data)
         stages.update()
 
         stages.set_postfix_str("fuse")
@@ -322,7 +322,7 @@ def build(
         # Choose the recipe on the selection split only.
         candidates: dict[str, tuple[Path, Path, dict[str, Any]]] = {}
         selection_figures: dict[str, dict[str, Any]] = {}
-        ref_selection = verify.scores(
+        ref_selection = gate.scores(
             reference, selection.texts, "fp32 on the selection part", function
         )
         for name in target.recipes:
@@ -331,9 +331,9 @@ def build(
             clf = _classifier(
                 candidates[name][1], tokenizer_file, replace(config, pre_optimized=True), 1
             )
-            figures = verify.compare(
+            figures = gate.compare(
                 ref_selection,
-                verify.scores(clf, selection.texts, name, function),
+                gate.scores(clf, selection.texts, name, function),
                 selection.labels,
                 task,
             )
@@ -361,7 +361,7 @@ def build(
         else:
             candidate = _classifier(evaluated, tokenizer_file, config, options.threads)
         stages.set_postfix_str(f"verify on {len(held_out.texts)} report texts")
-        report = verify.verify(reference, candidate, held_out, options.gate, task)
+        report = gate.report(reference, candidate, held_out, options.gate, task)
         stages.update()
         if options.agreement_text is not None:
             texts = read_texts(options.agreement_text)
@@ -369,8 +369,8 @@ def build(
         else:
             texts, texts_source = agreement.default_texts()
         unlabelled = agreement.measure(
-            verify.scores(reference, texts, "fp32 on unlabelled text", function),
-            verify.scores(candidate, texts, "int8 on unlabelled text", function),
+            gate.scores(reference, texts, "fp32 on unlabelled text", function),
+            gate.scores(candidate, texts, "int8 on unlabelled text", function),
             task,
         )
         unlabelled["source"] = texts_source
@@ -393,7 +393,7 @@ def build(
             "rule": "the recipe with the lowest mean score difference from fp32 here; the "
             "gate is applied to the report split, which the choice never saw",
         }
-        verify.check(report)
+        gate.check(report)
 
         inputs = [i.name for i in candidate.session.get_inputs()]
         content = {

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from handler.build import progress
+from handler.compiler import progress
 from handler.errors import GateFailed
 from handler.evaluate import Labelled, multi_hot
 from handler.inference import Classifier
@@ -221,7 +221,7 @@ def gate_figures(gate: Gate, figures: dict[str, Any] | None = None) -> dict[str,
     return out
 
 
-def verify(
+def report(
     reference: Classifier,
     candidate: Classifier,
     data: Labelled,
@@ -256,7 +256,7 @@ def check(report: dict[str, Any], where: str = "the report split") -> None:
             f"{inv.get('max_score_diff')} ({inv.get('label_flips')} label changes)",
         }
         if "unlabelled" in report:
-            from handler.build.agreement import AgreementGate, explain
+            from handler.compiler.agreement import AgreementGate, explain
 
             gate = report["unlabelled"]["gate"]
             details.update(explain(report["unlabelled"], AgreementGate(**gate)))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from handler.build.fetch import ONNX_FILE, fetch
+from handler.compiler.fetch import ONNX_FILE, fetch
 from handler.errors import BuildError
 from tests import tiny
 
