@@ -65,7 +65,8 @@ def measure(model_dir: Path, n: int, rounds: int) -> dict[str, Any]:
     from handler.adapters.s3_store import S3Store
     from handler.batch import shards
     from handler.batch.formats import line_ranges, records
-    from handler.batch.job import Destination, ObjectRef
+    from handler.batch.job import Destination
+    from handler.batch.refs import ObjectRef
     from handler.config import Settings
     from handler.function import Function, make_lambda_handler
     from handler.local.context import LocalContext

@@ -117,6 +117,11 @@ class Settings:
     shard_records: int = 5_000
     work_prefix: str = "_work/"
 
+    def __post_init__(self) -> None:
+        # Here, not in from_env: a Settings made in code (tests, tools) is checked too.
+        if self.role not in ROLES:
+            raise ConfigError(f"FUNCTION_ROLE must be one of {', '.join(ROLES)}, got {self.role!r}")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -129,8 +134,6 @@ class Settings:
             raise ConfigError(f"MIN_SCORE must be between 0 and 1, got {min_score}")
         model_dir, model_dir_origin = default_model_dir(env)
         role = (env.get("FUNCTION_ROLE") or "all").strip().lower()
-        if role not in ROLES:
-            raise ConfigError(f"FUNCTION_ROLE must be one of {', '.join(ROLES)}, got {role!r}")
         settings = cls(
             role=role,
             model_dir=model_dir,

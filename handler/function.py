@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from handler.adapters import router
-from handler.config import ROLES, Settings, get_settings
-from handler.errors import ConfigError, UnsupportedEvent
+from handler.config import Settings, get_settings
+from handler.errors import UnsupportedEvent
 from handler.observability import logger, metrics
 from handler.runtime import LoadedModel, model_for
 
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from handler.batch.shards import ShardStore
 
 Handler = Callable[[dict[str, Any], Any], Any]
-BATCH_KINDS = (router.S3, router.SQS, router.SNS, router.EVENTBRIDGE, router.DISTRIBUTED)
 
 
 class Function:
@@ -34,8 +33,6 @@ class Function:
         self.settings = settings
         self.model = model
         self.role = settings.role
-        if self.role not in ROLES:
-            raise ConfigError(f"FUNCTION_ROLE must be one of {', '.join(ROLES)}, got {self.role!r}")
         self.routes: dict[str, Handler] = {router.WARMUP: self.warmup}
         if self.role in ("api", "all"):
             from handler.adapters.apigw import create_http_handler
@@ -81,7 +78,7 @@ class Function:
         kind = router.kind_of(event)
         route = self.routes.get(kind)
         if route is None:
-            other = "the batch function" if kind in BATCH_KINDS else "the API function"
+            other = "the batch function" if kind in router.BATCH_KINDS else "the API function"
             raise UnsupportedEvent(
                 f"a {kind} event reached a function whose role is {self.role!r} "
                 f"(FUNCTION_ROLE): send it to {other}, or use FUNCTION_ROLE=all"

@@ -154,6 +154,26 @@ def test_current_objects_rewrites_every_wrapping() -> None:
     assert current_objects(missing, head) == missing  # no such object: left as it is
 
 
+def test_current_objects_heads_the_key_each_event_shape_means() -> None:
+    """One parser (handler/batch/refs.py) for the function and the tool: a notification's key is
+    form-encoded, an EventBridge key is as sent, so 'c++ notes.txt' is headed as such from both."""
+    heads: list[str] = []
+
+    def head(bucket: str, key: str) -> dict[str, Any] | None:
+        heads.append(key)
+        return {"etag": "abc", "size": 7}
+
+    s3 = json.loads((EVENTS / "s3-put.json").read_text())
+    s3["Records"][0]["s3"]["object"]["key"] = "c%2B%2B+notes.txt"
+    eb = json.loads((EVENTS / "eventbridge-s3.json").read_text())
+    eb["detail"]["object"]["key"] = "c++ notes.txt"
+    eb["detail"]["object"]["version-id"] = "v1"
+    out = current_objects(eb, head)
+    current_objects(s3, head)
+    assert heads == ["c++ notes.txt", "c++ notes.txt"]
+    assert "version-id" not in out["detail"]["object"]  # a fresh upload's event names no version
+
+
 def test_invoke_current_etag_runs_a_generated_event(
     tiny_model: Path, tmp_path: Path, moto_server: str
 ) -> None:

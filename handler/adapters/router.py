@@ -1,4 +1,5 @@
-"""Which adapter an event belongs to, decided from its shape alone."""
+"""Which adapter an event belongs to, decided from its shape alone: the one place that knows which
+event kinds exist and which role serves them."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ HTTP, S3, SQS, SNS, EVENTBRIDGE, WARMUP, DISTRIBUTED = (
     "warmup",
     "distributed",
 )
+# The kinds the batch role serves; HTTP is the API role's, WARMUP every role's.
+BATCH_KINDS = (S3, SQS, SNS, EVENTBRIDGE, DISTRIBUTED)
 
 
 def kind_of(event: object) -> str:

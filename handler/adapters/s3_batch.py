@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_plus
 
 from handler import strict_json
+from handler.batch import refs
 from handler.batch.formats import detect
-from handler.batch.job import PREDICTIONS, Destination, HandOff, ObjectRef, run
+from handler.batch.job import PREDICTIONS, Destination, HandOff, run
+from handler.batch.refs import ObjectRef
 from handler.config import Settings
 from handler.errors import (
     ConfigError,
@@ -24,37 +26,11 @@ if TYPE_CHECKING:
 
 
 def refs_from_s3_event(event: dict[str, Any]) -> list[ObjectRef]:
-    """ObjectCreated records of an S3 notification; keys arrive URL-encoded (spaces as '+')."""
-    refs = []
-    for record in event.get("Records", []):
-        if not str(record.get("eventName", "")).startswith("ObjectCreated"):
-            continue
-        s3 = record["s3"]
-        obj = s3["object"]
-        refs.append(
-            ObjectRef(
-                bucket=s3["bucket"]["name"],
-                key=unquote_plus(obj["key"]),
-                version_id=obj.get("versionId") or None,
-                etag=obj.get("eTag") or None,
-            )
-        )
-    return refs
-
-
-def refs_from_eventbridge(event: dict[str, Any]) -> list[ObjectRef]:
-    """An EventBridge "Object Created" event. Unlike S3 notifications, EventBridge gives the key
-    as it is (AWS's samples show ':' unescaped; '+' stays '+'): decoding it as a form would turn
-    'c++ notes.txt' into 'c   notes.txt', a key that does not exist."""
-    detail = event["detail"]
-    obj = detail["object"]
+    """The objects an S3 notification's ObjectCreated records name."""
     return [
-        ObjectRef(
-            bucket=detail["bucket"]["name"],
-            key=obj["key"],
-            version_id=obj.get("version-id") or None,
-            etag=obj.get("etag") or None,
-        )
+        refs.ref(record, refs.NOTIFICATION)
+        for record in event.get("Records", [])
+        if str(record.get("eventName", "")).startswith("ObjectCreated")
     ]
 
 
@@ -125,12 +101,12 @@ class BatchAdapter:
                 self.settings.shard_records,
                 self.settings.batch_chunk_size,
             )
-            started = start_execution(arn, execution_name(job), {"job": job})
+            started = start_execution(arn, execution_name(job), {"job": job.to_json()})
             logger.info(
                 "handed to the distributed path",
                 extra={"key": pinned.key, "bytes": pinned.size, "why": why, **started},
             )
-            return {**started, "why": why, "job": job["id"], "source": job["source"]}
+            return {**started, "why": why, "job": job.id, "source": asdict(job.source)}
 
         return hand_off
 
@@ -185,9 +161,8 @@ class BatchAdapter:
         """A step of the state machine: {"distributed": "plan"|"shard"|"merge", "job": ...}."""
         from handler.batch import shards
 
-        step, job = event.get("distributed"), event.get("job")
-        if not isinstance(job, dict) or "work" not in job or "source" not in job:
-            raise MalformedEvent(f"distributed {step!r} event without a job from the plan")
+        step = event.get("distributed")
+        job = shards.Job.from_json(event.get("job"), step)
         digest = self.model.manifest_sha256
         if step == "plan":
             return shards.plan(job, self.store, digest)
@@ -204,7 +179,7 @@ class BatchAdapter:
         return {"results": [self.process(ref, context) for ref in refs_from_s3_event(event)]}
 
     def handle_eventbridge(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return {"results": [self.process(ref, context) for ref in refs_from_eventbridge(event)]}
+        return {"results": [self.process(refs.ref(event, refs.EVENTBRIDGE), context)]}
 
     def handle_sns(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         """S3 notifications fanned out through SNS (S3 -> SNS -> Lambda)."""

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from handler.batch.job import ObjectRef
+from handler.batch.refs import ObjectRef
 from handler.errors import ObjectChanged
 
 # boto3 is imported on first use, not at import: the API path never needs it, and importing it

@@ -19,11 +19,13 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import IO, Any, Protocol
 
 from handler import strict_json
 from handler.batch.formats import Record, detect, records
+from handler.batch.refs import ObjectRef
 from handler.inference import LEGACY, Classifier
 from handler.observability import logger, record_prediction
 
@@ -31,15 +33,6 @@ PREDICTIONS = ".predictions.jsonl"
 SUMMARY = ".summary.json"
 LOW_CONFIDENCE = 0.7
 _LINE_NO = re.compile(r" \(line \d+\)$")
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    bucket: str
-    key: str
-    version_id: str | None = None
-    etag: str | None = None
-    size: int | None = None  # bytes, when known (the pinned object's Content-Length)
 
 
 MAX_KEY_BYTES = 1024  # S3's limit on a key's UTF-8 length
@@ -278,9 +271,7 @@ def run(
         return hand_off is not None and time_left_ms is not None and time_left_ms() < margin_ms
 
     progress, kinds = Progress(), Counter[str]()
-    fd, path = tempfile.mkstemp(prefix="predictions-", suffix=".jsonl")
-    os.close(fd)
-    try:
+    with staged_file("predictions-") as path:
         with open(path, "wb") as out:
             reader = records(stream, fmt, gz)
             finished = classify_into(
@@ -296,8 +287,6 @@ def run(
             )
             return hand_off(pinned, "time")
         store.upload_file(dest.bucket, out_key, path, "application/x-ndjson")
-    finally:
-        os.unlink(path)
     summary = summarize(
         pinned,
         fmt,
@@ -312,6 +301,18 @@ def run(
     )
     store.put_json(dest.bucket, dest.key(ref.key, SUMMARY), summary)
     return {**summary, "status": "done"}
+
+
+@contextmanager
+def staged_file(prefix: str) -> Iterator[str]:
+    """A file in the temporary directory (Lambda's /tmp) to stage one output in before its single
+    PUT; removed on the way out, uploaded or not (a hand-off, an error)."""
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".jsonl")
+    os.close(fd)
+    try:
+        yield path
+    finally:
+        os.unlink(path)
 
 
 def _close(stream: Any) -> None:

@@ -25,11 +25,11 @@ import io
 import json
 import os
 import re
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from typing import Any, Protocol
 
 from handler import strict_json
@@ -48,14 +48,15 @@ from handler.batch.job import (
     PREDICTIONS,
     SUMMARY,
     Destination,
-    ObjectRef,
     Progress,
     Store,
     already_done,
     classify_into,
+    staged_file,
     summarize,
 )
-from handler.errors import ModelChanged, ObjectChanged, ShardMismatch
+from handler.batch.refs import ObjectRef
+from handler.errors import MalformedEvent, ModelChanged, ObjectChanged, ShardMismatch
 from handler.inference import Classifier
 from handler.observability import logger
 
@@ -86,10 +87,59 @@ def job_id(source: ObjectRef, model_digest: str | None, shard_records: int, chun
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def execution_name(job: dict[str, Any]) -> str:
+def execution_name(job: Job) -> str:
     """A Step Functions execution name (<= 80 of [A-Za-z0-9_-]) unique to the job, readable."""
-    tail = re.sub(r"[^A-Za-z0-9_-]+", "-", job["source"]["key"].rsplit("/", 1)[-1])[-40:]
-    return f"{tail.strip('-') or 'object'}-{job['id']}"
+    tail = re.sub(r"[^A-Za-z0-9_-]+", "-", job.source.key.rsplit("/", 1)[-1])[-40:]
+    return f"{tail.strip('-') or 'object'}-{job.id}"
+
+
+@dataclass(frozen=True)
+class WorkArea:
+    """Where a job keeps its chunks, parts and plan while it runs (swept by the merge)."""
+
+    bucket: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class Job:
+    """One object's distributed run, as the state machine carries it from step to step (its
+    JSON is `to_json()`; every step reads it back with `from_json`)."""
+
+    id: str
+    source: ObjectRef
+    format: str
+    gz: bool
+    output: Destination
+    work: WorkArea
+    model_sha256: str | None
+    shard_records: int
+    chunk_size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: object, step: object) -> Job:
+        """The job a step event carries; MalformedEvent naming what is missing or wrong."""
+        if not isinstance(data, dict) or "work" not in data or "source" not in data:
+            raise MalformedEvent(f"distributed {step!r} event without a job from the plan")
+        names = [f.name for f in dataclass_fields(cls)]
+        missing = [name for name in names if name not in data]
+        if missing:
+            raise MalformedEvent(f"distributed {step!r} job lacks {', '.join(missing)}")
+        try:
+            return cls(
+                **{name: data[name] for name in names if name not in _NESTED},
+                source=ObjectRef(**data["source"]),
+                output=Destination(**data["output"]),
+                work=WorkArea(**data["work"]),
+            )
+        except TypeError as exc:
+            raise MalformedEvent(f"distributed {step!r} job is malformed: {exc}") from None
+
+
+_NESTED = ("source", "output", "work")
 
 
 def make_job(
@@ -102,40 +152,36 @@ def make_job(
     model_digest: str | None,
     shard_records: int,
     chunk_size: int,
-) -> dict[str, Any]:
+) -> Job:
     # Shards start at chunk boundaries: every record then meets the same batch-mates as in the
     # single path (the same padded shapes, so the same float sums to the last bit).
     shard_records = -(-shard_records // chunk_size) * chunk_size
     jid = job_id(pinned, model_digest, shard_records, chunk_size)
-    return {
-        "id": jid,
-        "source": asdict(pinned),
-        "format": fmt,
-        "gz": gz,
-        "output": {"bucket": dest.bucket, "prefix": dest.prefix},
-        "work": {"bucket": work_bucket, "prefix": f"{work_prefix}{jid}/"},
-        "model_sha256": model_digest,
-        "shard_records": shard_records,
-        "chunk_size": chunk_size,
-    }
+    return Job(
+        id=jid,
+        source=pinned,
+        format=fmt,
+        gz=gz,
+        output=dest,
+        work=WorkArea(work_bucket, f"{work_prefix}{jid}/"),
+        model_sha256=model_digest,
+        shard_records=shard_records,
+        chunk_size=chunk_size,
+    )
 
 
-def _work_key(job: dict[str, Any], name: str) -> str:
-    return f"{job['work']['prefix']}{name}"
+def _work_key(job: Job, name: str) -> str:
+    return f"{job.work.prefix}{name}"
 
 
-def _part_key(job: dict[str, Any], index: int, suffix: str) -> str:
+def _part_key(job: Job, index: int, suffix: str) -> str:
     return _work_key(job, f"parts/{index:06d}{suffix}")
 
 
-def _dest(job: dict[str, Any]) -> Destination:
-    return Destination(job["output"]["bucket"], job["output"]["prefix"])
-
-
-def _check_model(job: dict[str, Any], model_digest: str | None) -> None:
-    if job["model_sha256"] != model_digest:
+def _check_model(job: Job, model_digest: str | None) -> None:
+    if job.model_sha256 != model_digest:
         raise ModelChanged(
-            f"job {job['id']} was planned for model {job['model_sha256']} but this function "
+            f"job {job.id} was planned for model {job.model_sha256} but this function "
             f"serves {model_digest}: its shards would mix two models' answers. Deploy one model, "
             "then re-run the object (upload it again, or start the state machine again)"
         )
@@ -170,11 +216,11 @@ class _Replay:
         return data
 
 
-def plan(job: dict[str, Any], store: ShardStore, model_digest: str | None) -> dict[str, Any]:
+def plan(job: Job, store: ShardStore, model_digest: str | None) -> dict[str, Any]:
     """Cut the object into shards; write the shard list (the Map's items) and the plan."""
     _check_model(job, model_digest)
-    ref = ObjectRef(**job["source"])
-    work_bucket, per = job["work"]["bucket"], job["shard_records"]
+    ref = job.source
+    work_bucket, per = job.work.bucket, job.shard_records
     manifest = {"bucket": work_bucket, "key": _work_key(job, "shards.json")}
     try:
         stream, pinned = store.open(ref)
@@ -190,14 +236,14 @@ def plan(job: dict[str, Any], store: ShardStore, model_digest: str | None) -> di
     # UTF-16/32 text cannot be cut at newline bytes, and an archive is no text: both are read
     # from the start by a Reader (which decodes the one and records the other as a data fault).
     cuttable = wide_encoding(head) is None and container_fault(head) is None
-    if line_per_record(job["format"], job["gz"]) and cuttable:
+    if line_per_record(job.format, job.gz) and cuttable:
         ranges, total = line_ranges(stream, per)
         for i, (first, count, start, end) in enumerate(ranges):
             shards.append(
                 {"index": i, "first_record": first, "records": count, "range": [start, end]}
             )
     else:
-        reader = records(stream, job["format"], job["gz"])
+        reader = records(stream, job.format, job.gz)
         total = 0
         batch: list[bytes] = []
         for record in reader:
@@ -221,22 +267,19 @@ def plan(job: dict[str, Any], store: ShardStore, model_digest: str | None) -> di
             "planned_at": time.time(),
         },
     )
-    logger.info("planned", extra={"job": job["id"], "records": total, "shards": len(shards)})
+    logger.info("planned", extra={"job": job.id, "records": total, "shards": len(shards)})
     return {"manifest": manifest, "shards": len(shards), "records": total}
 
 
 def _upload_chunk(
-    job: dict[str, Any], store: ShardStore, lines: list[bytes], index: int, total: int
+    job: Job, store: ShardStore, lines: list[bytes], index: int, total: int
 ) -> dict[str, Any]:
     """One shard's parsed records as a chunk object (staged in /tmp, as the output is)."""
     key = _work_key(job, f"chunks/{index:06d}.jsonl")
-    fd, path = tempfile.mkstemp(prefix="chunk-", suffix=".jsonl")
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with staged_file("chunk-") as path:
+        with open(path, "wb") as out:
             out.writelines(lines)
-        store.upload_file(job["work"]["bucket"], key, path, NDJSON)
-    finally:
-        os.unlink(path)
+        store.upload_file(job.work.bucket, key, path, NDJSON)
     return {
         "index": index,
         "first_record": total - len(lines) + 1,
@@ -246,7 +289,7 @@ def _upload_chunk(
 
 
 def shard(
-    job: dict[str, Any],
+    job: Job,
     item: dict[str, Any],
     classifier: Classifier,
     store: ShardStore,
@@ -258,58 +301,54 @@ def shard(
     index = item["index"]
     if "range" in item:
         start, end = item["range"]
-        stream = store.open_range(ObjectRef(**job["source"]), start, end)
+        stream = store.open_range(job.source, start, end)
         # The same reader as the single path, numbering from the shard's first record; a BOM
         # is the object's, so only the shard at byte 0 drops one.
-        reader = Reader(stream, job["format"], False, item["first_record"], strip_bom=start == 0)
+        reader = Reader(stream, job.format, False, item["first_record"], strip_bom=start == 0)
         items: Iterator[Record] = iter(reader)
     else:
-        stream, _ = store.open(ObjectRef(job["work"]["bucket"], item["chunk"]))
+        stream, _ = store.open(ObjectRef(job.work.bucket, item["chunk"]))
         items = _chunk_records(stream)
     progress, kinds = Progress(), Counter[str]()
-    fd, path = tempfile.mkstemp(prefix="part-", suffix=".jsonl")
-    os.close(fd)
-    try:
+    with staged_file("part-") as path:
         with open(path, "wb") as out:
-            classify_into(out, items, classifier, progress, kinds, job["chunk_size"])
+            classify_into(out, items, classifier, progress, kinds, job.chunk_size)
         if progress.records != item["records"]:
             raise ShardMismatch(
-                f"shard {index} of job {job['id']} read {progress.records} records, its plan "
+                f"shard {index} of job {job.id} read {progress.records} records, its plan "
                 f"counted {item['records']}: the object's bytes are not what was planned"
             )
         size = os.path.getsize(path)
-        store.upload_file(job["work"]["bucket"], _part_key(job, index, ".jsonl"), path, NDJSON)
-    finally:
-        os.unlink(path)
+        store.upload_file(job.work.bucket, _part_key(job, index, ".jsonl"), path, NDJSON)
     stats = {**asdict(progress), "error_kinds": dict(kinds), "bytes": size}
-    store.put_json(job["work"]["bucket"], _part_key(job, index, ".json"), stats)
+    store.put_json(job.work.bucket, _part_key(job, index, ".json"), stats)
     seconds = time.perf_counter() - started
     logger.info(
         "shard done",
-        extra={"job": job["id"], "shard": index, "records": progress.records, "s": seconds},
+        extra={"job": job.id, "shard": index, "records": progress.records, "s": seconds},
     )
     return {"index": index, "records": progress.records, "bytes": size}
 
 
-def merge(job: dict[str, Any], store: ShardStore, model_digest: str | None) -> dict[str, Any]:
+def merge(job: Job, store: ShardStore, model_digest: str | None) -> dict[str, Any]:
     """Publish the parts as the one output object, then the summary; clean the work files."""
-    dest = _dest(job)
-    ref = ObjectRef(**job["source"])
-    done = already_done(store, dest, ref, job["model_sha256"])
+    dest = job.output
+    ref = job.source
+    done = already_done(store, dest, ref, job.model_sha256)
     if done is not None:  # a re-run after a complete merge: nothing to do, nothing to undo
         return {**done, "status": "already_done"}
     _check_model(job, model_digest)
-    work_bucket = job["work"]["bucket"]
+    work_bucket = job.work.bucket
     planned = store.get_json(work_bucket, _work_key(job, "plan.json"))
     if planned is None:
-        skipped = f"no plan for job {job['id']} (the object changed before it was planned)"
+        skipped = f"no plan for job {job.id} (the object changed before it was planned)"
         return {"status": "skipped", "reason": skipped}
     progress, kinds = Progress(), Counter[str]()
     parts: list[tuple[str, str, int]] = []
     for index in range(planned["shards"]):
         stats = store.get_json(work_bucket, _part_key(job, index, ".json"))
         if stats is None:
-            raise ShardMismatch(f"shard {index} of job {job['id']} has no output: not merged")
+            raise ShardMismatch(f"shard {index} of job {job.id} has no output: not merged")
         kinds.update(stats.pop("error_kinds"))
         size = stats.pop("bytes")
         for name, value in stats.items():
@@ -317,15 +356,15 @@ def merge(job: dict[str, Any], store: ShardStore, model_digest: str | None) -> d
         parts.append((work_bucket, _part_key(job, index, ".jsonl"), size))
     if progress.records != planned["records"]:
         raise ShardMismatch(
-            f"job {job['id']}: the shards hold {progress.records} records, the plan "
+            f"job {job.id}: the shards hold {progress.records} records, the plan "
             f"{planned['records']}"
         )
     pinned = ObjectRef(**planned["source"])
     counts = store.assemble(dest.bucket, dest.key(ref.key, PREDICTIONS), parts, NDJSON)
     summary = summarize(
         pinned,
-        job["format"],
-        job["gz"],
+        job.format,
+        job.gz,
         dest,
         progress,
         kinds,
@@ -336,6 +375,6 @@ def merge(job: dict[str, Any], store: ShardStore, model_digest: str | None) -> d
         shards=planned["shards"],
     )
     store.put_json(dest.bucket, dest.key(ref.key, SUMMARY), summary)
-    removed = store.delete_prefix(work_bucket, job["work"]["prefix"])
-    logger.info("merged", extra={"job": job["id"], **counts, "work_files_deleted": removed})
+    removed = store.delete_prefix(work_bucket, job.work.prefix)
+    logger.info("merged", extra={"job": job.id, **counts, "work_files_deleted": removed})
     return {**summary, "status": "done", "parts": counts}

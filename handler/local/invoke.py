@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
 
+from handler.batch import refs
 from handler.local.context import LocalContext
 
 # Added by `python -m handler invoke` only, never by the function: Lambda gets the response as is.
@@ -43,24 +43,13 @@ def current_objects(event: Any, head: Head) -> Any:
     if not isinstance(event, dict):
         return event
     out = {k: current_objects(v, head) for k, v in event.items()}
+    shape = refs.shape_of(out)
+    if shape is None:
+        return out
+    named = refs.ref(out, shape)
+    now = head(named.bucket, named.key)
     # An object that is not there (a removal event, a typo) is left as the event names it.
-    s3 = out.get("s3")
-    if isinstance(s3, dict) and isinstance(s3.get("object"), dict):  # an S3 notification record
-        obj = dict(s3["object"])
-        now = head(s3["bucket"]["name"], unquote_plus(obj["key"]))
-        if now is not None:
-            obj["eTag"], obj["size"] = now["etag"], now["size"]
-            obj.pop("versionId", None)
-            out["s3"] = {**s3, "object": obj}
-    detail = out.get("detail")
-    if out.get("source") == "aws.s3" and isinstance(detail, dict) and "object" in detail:
-        obj = dict(detail["object"])
-        now = head(detail["bucket"]["name"], unquote_plus(obj["key"]))
-        if now is not None:
-            obj["etag"], obj["size"] = now["etag"], now["size"]
-            obj.pop("version-id", None)
-            out["detail"] = {**detail, "object": obj}
-    return out
+    return out if now is None else refs.with_object(out, shape, now["etag"], now["size"])
 
 
 def s3_head(client: Any = None) -> Head:

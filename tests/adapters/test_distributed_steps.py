@@ -15,7 +15,9 @@ import pytest
 from handler.adapters.s3_store import S3Store
 from handler.batch import shards
 from handler.batch.formats import detect
-from handler.batch.job import Destination, ObjectRef
+from handler.batch.job import Destination
+from handler.batch.refs import ObjectRef
+from handler.errors import MalformedEvent
 from tests.adapters.conftest import INPUT, OUTPUT, Batch
 
 
@@ -118,7 +120,7 @@ def test_an_object_replaced_before_its_plan_is_skipped_not_classified(batch: Bat
 def test_shard_size_is_rounded_to_whole_chunks_so_batch_mates_match() -> None:
     ref = ObjectRef("b", "k.jsonl", None, "e", 10)
     job = shards.make_job(ref, ".jsonl", False, Destination("o", "p/"), "o", "w/", "m", 100, 64)
-    assert job["shard_records"] == 128 and job["chunk_size"] == 64
+    assert job.shard_records == 128 and job.chunk_size == 64
     name = shards.execution_name(job)
     assert len(name) <= 80 and name.startswith("k-jsonl-")
     assert set(name) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
@@ -133,7 +135,7 @@ def test_shard_size_is_rounded_to_whole_chunks_so_batch_mates_match() -> None:
         100,
         64,
     )
-    assert other["id"] != job["id"]  # another version of the object is another job
+    assert other.id != job.id  # another version of the object is another job
 
 
 PATTERNS = [
@@ -166,3 +168,39 @@ def test_assemble_copies_big_parts_and_joins_small_ones_at_s3s_floor(
     assert counts["copied"] + counts["joined"] == sum(1 for s in sizes if s)
     # A part is copied when nothing is waiting to be joined and it reaches the floor itself.
     assert counts["copied"] == {0: 0, 1: 2, 2: 0, 3: 1}[PATTERNS.index(sizes)]
+
+
+def test_a_job_travels_as_json_and_comes_back_the_same() -> None:
+    ref = ObjectRef("in", "dir/k.jsonl", "v1", "e", 10)
+    job = shards.make_job(ref, ".jsonl", True, Destination("o", "p/"), "w", "_w/", None, 10, 4)
+    carried = json.loads(json.dumps(job.to_json()))  # what Step Functions hands the next step
+    assert carried["source"] == {
+        "bucket": "in",
+        "key": "dir/k.jsonl",
+        "version_id": "v1",
+        "etag": "e",
+        "size": 10,
+    }
+    assert carried["work"] == {"bucket": "w", "prefix": f"_w/{job.id}/"}
+    assert shards.Job.from_json(carried, "shard") == job
+
+
+@pytest.mark.parametrize(
+    ("job", "says"),
+    [
+        (None, "without a job from the plan"),
+        ({"work": {}, "source": {}}, "job lacks id, format"),
+        ("not a job", "without a job from the plan"),
+    ],
+)
+def test_a_step_with_a_broken_job_is_refused_by_name(job: Any, says: str) -> None:
+    with pytest.raises(MalformedEvent, match=says):
+        shards.Job.from_json(job, "merge")
+
+
+def test_a_job_with_a_wrong_nested_field_is_refused() -> None:
+    ref = ObjectRef("in", "k.jsonl", None, "e", 10)
+    data = shards.make_job(ref, ".jsonl", False, Destination("o", ""), "w", "_w/", None, 8, 4)
+    broken = {**data.to_json(), "work": {"bucket": "w"}}
+    with pytest.raises(MalformedEvent, match="job is malformed"):
+        shards.Job.from_json(broken, "plan")

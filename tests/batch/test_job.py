@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from handler.batch.formats import detect, records
-from handler.batch.job import Destination, ObjectRef, run
+from handler.batch.job import Destination, run
+from handler.batch.refs import ObjectRef
 from handler.errors import InvalidInput
 from handler.inference import Classifier
 

@@ -1,0 +1,81 @@
+"""Which S3 object an event names: the one parser of S3 notification records and EventBridge
+"Object Created" events (direct, or inside SQS bodies and SNS messages once unwrapped).
+
+The two shapes spell the same facts differently, and the difference matters:
+
+| | S3 notification record | EventBridge event |
+|---|---|---|
+| where | `s3.bucket.name`, `s3.object` | `detail.bucket.name`, `detail.object` |
+| key | form-encoded (a space arrives as `+`) | as it is (`c++ notes.txt` stays so) |
+| eTag, version | `eTag`, `versionId` | `etag`, `version-id` |
+
+Light on purpose (no AWS, no model): the batch adapter and the local tools both import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    bucket: str
+    key: str
+    version_id: str | None = None
+    etag: str | None = None
+    size: int | None = None  # bytes, when known (the pinned object's Content-Length)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How one kind of event spells an object reference."""
+
+    container: str
+    etag: str
+    version: str
+    decode_key: Callable[[str], str]
+
+
+NOTIFICATION = Shape(container="s3", etag="eTag", version="versionId", decode_key=unquote_plus)
+EVENTBRIDGE = Shape(container="detail", etag="etag", version="version-id", decode_key=str)
+
+
+def ref(node: Mapping[str, Any], shape: Shape) -> ObjectRef:
+    """The object `node` (a notification record, or an EventBridge event) names. A node without
+    the shape's fields raises KeyError: the callers decided its shape already."""
+    inner = node[shape.container]
+    obj = inner["object"]
+    return ObjectRef(
+        bucket=inner["bucket"]["name"],
+        key=shape.decode_key(obj["key"]),
+        version_id=obj.get(shape.version) or None,
+        etag=obj.get(shape.etag) or None,
+    )
+
+
+def shape_of(node: Mapping[str, Any]) -> Shape | None:
+    """NOTIFICATION for an S3 notification record, EVENTBRIDGE for an S3 event from EventBridge,
+    None for anything else (an envelope, a list, another service's event)."""
+    s3 = node.get("s3")
+    if isinstance(s3, Mapping) and isinstance(s3.get("object"), Mapping):
+        return NOTIFICATION
+    detail = node.get("detail")
+    if (
+        node.get("source") == "aws.s3"
+        and isinstance(detail, Mapping)
+        and isinstance(detail.get("object"), Mapping)
+    ):
+        return EVENTBRIDGE
+    return None
+
+
+def with_object(node: dict[str, Any], shape: Shape, etag: str, size: int) -> dict[str, Any]:
+    """A copy of `node` whose object reference carries this eTag and size and no version: what a
+    fresh upload's event would say."""
+    inner = node[shape.container]
+    obj = {**inner["object"], shape.etag: etag, "size": size}
+    obj.pop(shape.version, None)
+    return {**node, shape.container: {**inner, "object": obj}}
