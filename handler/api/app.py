@@ -3,18 +3,21 @@ API's shape, for huggingface_hub's InferenceClient), GET /health, GET /model."""
 
 from __future__ import annotations
 
+import inspect
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Body, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.routing import Route
 
 from handler import strict_json
 from handler.api import errors as api_errors
 from handler.api.guard import RequestGuard
-from handler.api.schemas import ClassifyRequest, ErrorBody, Health
+from handler.api.schemas import ClassifyRequest, ErrorBody, Health, ModelInfo, Prediction
 from handler.config import Settings
 from handler.errors import InputTooLarge, InvalidInput
 from handler.inference import LEGACY, TextResult, postprocess
@@ -132,112 +135,139 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
     async def inference_api(request: Request) -> JSONResponse:
         return await answer(request, inference_api=True)
 
-    # A plain Starlette route: FastAPI's per-request dependency solving and response validation
-    # buy nothing here (the body is parsed above) and cost part of the HTTP path's 1 ms budget.
-    # Its OpenAPI entry is added by hand below.
-    app.router.routes.insert(0, Route("/classify", classify, methods=["POST"]))
-    # POST / speaks the Hugging Face Inference API (as an Inference Endpoint does), so
-    # `InferenceClient(model=API_URL).text_classification(text)` works unchanged.
-    app.router.routes.insert(1, Route("/", inference_api, methods=["POST"]))
-
-    # response_model=None: FastAPI would otherwise build a pydantic field for the response
-    # (from response_model or the return annotation) at init, and its pydantic.v1 check alone
-    # imports pydantic.v1 (~75 ms of the API function's cold start). The schemas are added to
-    # the OpenAPI document by hand below.
     # HEAD too: load balancers and uptime checks ask with HEAD (headers, no body).
-    @app.head("/health", include_in_schema=False)
-    async def health_head() -> Response:
+    async def health_head(request: Request) -> Response:
         return Response(status_code=200, media_type="application/json")
 
-    @app.get("/health", response_model=None)
-    async def health() -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "loaded": True,
-            "model_id": model.model_id,
-            "manifest_sha256": model.manifest_sha256,
-            "load_seconds": round(model.load_seconds, 3),
-        }
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {
+                "status": "ok",
+                "loaded": True,
+                "model_id": model.model_id,
+                "manifest_sha256": model.manifest_sha256,
+                "load_seconds": round(model.load_seconds, 3),
+            }
+        )
 
-    @app.get("/model", response_model=None)
-    async def describe() -> dict[str, Any]:
+    async def describe(request: Request) -> JSONResponse:
         m = model.manifest
-        return {
-            "model_id": model.model_id,
-            "labels": [clf.id2label[i] for i in sorted(clf.id2label)],
-            "problem_type": clf.config.problem_type,
-            "max_length": clf.config.max_length,
-            "graph_inputs": list(clf.input_names),
-            "batching": clf.config.batching,
-            "source": m.get("source"),
-            "target": m.get("target"),
-            "quantization": m.get("quantization"),
-            "verification": m.get("verification"),
-            "built_at": m.get("built_at"),
-            "manifest_sha256": model.manifest_sha256,
-            "limits": {
-                "max_texts": settings.max_texts,
-                "max_text_chars": settings.max_text_chars,
-                "max_body_bytes": settings.max_body_bytes,
-            },
-        }
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
-            schema.setdefault("components", {}).setdefault("schemas", {})
-            defs = ClassifyRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-            schema["components"]["schemas"].update(defs.pop("$defs", {}))
-            schema["components"]["schemas"]["ClassifyRequest"] = defs
-            schema["components"]["schemas"]["ErrorBody"] = ErrorBody.model_json_schema()
-            schema["components"]["schemas"]["Health"] = Health.model_json_schema()
-            health = schema["paths"]["/health"]["get"]["responses"]["200"]
-            health["content"] = {
-                "application/json": {"schema": {"$ref": "#/components/schemas/Health"}}
-            }
-            errors = {
-                str(code): {
-                    "description": why,
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
-                    },
-                }
-                for code, why in (
-                    (400, "Body is not UTF-8 JSON"),
-                    (413, "Over a limit"),
-                    (422, "Invalid request"),
-                )
-            }
-            body_schema = {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/ClassifyRequest"}}
+        return JSONResponse(
+            {
+                "model_id": model.model_id,
+                "labels": [clf.id2label[i] for i in sorted(clf.id2label)],
+                "problem_type": clf.config.problem_type,
+                "max_length": clf.config.max_length,
+                "graph_inputs": list(clf.input_names),
+                "batching": clf.config.batching,
+                "source": m.get("source"),
+                "target": m.get("target"),
+                "quantization": m.get("quantization"),
+                "verification": m.get("verification"),
+                "built_at": m.get("built_at"),
+                "manifest_sha256": model.manifest_sha256,
+                "limits": {
+                    "max_texts": settings.max_texts,
+                    "max_text_chars": settings.max_text_chars,
+                    "max_body_bytes": settings.max_body_bytes,
                 },
             }
-            schema["paths"]["/classify"] = {
-                "post": {
-                    "summary": "Classify",
-                    "description": "transformers pipeline('text-classification') semantics.",
-                    "operationId": "classify",
-                    "requestBody": body_schema,
-                    "responses": {"200": {"description": "Pipeline-shaped predictions"}, **errors},
-                }
-            }
-            schema["paths"]["/"] = {
-                "post": {
-                    "summary": "Classify (Hugging Face Inference API shape)",
-                    "description": "What huggingface_hub's InferenceClient.text_classification "
-                    "expects: one list of {label, score} per text, best first; every label "
-                    "unless top_k is given.",
-                    "operationId": "inference_api",
-                    "requestBody": body_schema,
-                    "responses": {"200": {"description": "[[{label, score}, ...], ...]"}, **errors},
-                }
-            }
-            app.openapi_schema = schema
+        )
+
+    served = [
+        DocumentedRoute(
+            "/classify",
+            classify,
+            "POST",
+            summary="Classify",
+            description="transformers pipeline('text-classification') semantics: the best label "
+            "per text, or the top_k best.",
+            body=ClassifyRequest,
+            response=list[Prediction] | list[list[Prediction]],
+        ),
+        # POST / speaks the Hugging Face Inference API (as an Inference Endpoint does), so
+        # `InferenceClient(model=API_URL).text_classification(text)` works unchanged.
+        DocumentedRoute(
+            "/",
+            inference_api,
+            "POST",
+            summary="Classify (Hugging Face Inference API shape)",
+            description="What huggingface_hub's InferenceClient.text_classification expects: one "
+            "list of {label, score} per text, best first; every label unless top_k is given.",
+            body=ClassifyRequest,
+            response=list[list[Prediction]],
+            operation_id="inference_api",
+        ),
+        Route("/health", health_head, methods=["HEAD"], include_in_schema=False),
+        DocumentedRoute("/health", health, "GET", summary="Health", response=Health),
+        DocumentedRoute("/model", describe, "GET", summary="Model", response=ModelInfo),
+    ]
+    # Ahead of FastAPI's own (/openapi.json, /docs): matched in order, as before.
+    app.router.routes[:0] = served
+
+    def openapi() -> dict[str, Any]:
+        # Generated by FastAPI from the routes' own declarations, on the first request for it:
+        # declaring models on FastAPI routes at init would import pydantic.v1 (~75 ms of every
+        # cold start of the API function), for a document few callers ever ask for.
+        if app.openapi_schema is None:
+            app.openapi_schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=[r.documented() for r in app.routes if isinstance(r, DocumentedRoute)],
+            )
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+class DocumentedRoute(Route):
+    """A route served as plain Starlette (no per-request dependency solving or response
+    validation: the body is parsed by `answer`, the HTTP path's 1 ms budget is kept) that
+    carries the models it reads and answers, so FastAPI can generate its OpenAPI entry. Error
+    responses come from api/errors.py, the one place status codes live."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Any,
+        method: str,
+        *,
+        summary: str,
+        response: Any,
+        description: str | None = None,
+        body: type[BaseModel] | None = None,
+        operation_id: str | None = None,
+    ) -> None:
+        super().__init__(path, endpoint, methods=[method], include_in_schema=False)
+        self.method, self.summary, self.description = method, summary, description
+        self.body, self.response = body, response
+        self.operation_id = operation_id or endpoint.__name__
+
+    def documented(self) -> APIRoute:
+        """The same route as FastAPI would declare it: request body and responses typed by the
+        models; the endpoint is never called."""
+
+        async def endpoint(**_: Any) -> None:
+            raise NotImplementedError  # documentation only: the Starlette route serves
+
+        params = []
+        if self.body is not None:
+            params.append(
+                inspect.Parameter(
+                    "body", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[self.body, Body()]
+                )
+            )
+        endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        codes = api_errors.documented_statuses(with_body=self.body is not None)
+        return APIRoute(
+            self.path,
+            endpoint,
+            methods=[self.method],
+            summary=self.summary,
+            description=self.description or "",
+            operation_id=self.operation_id,
+            response_model=self.response,
+            responses={code: {"model": ErrorBody, "description": why} for code, why in codes},
+        )

@@ -36,6 +36,19 @@ STATUS: list[tuple[type[Exception], int]] = [
 ]
 
 
+def documented_statuses(with_body: bool) -> list[tuple[int, str]]:
+    """The error statuses a route can answer, each described by the exceptions mapped to it
+    (their docstrings), for the OpenAPI document. Routes without a body cannot be over a body
+    limit or malformed; every route can meet a bad path or a model that failed to load."""
+    seen: dict[int, list[str]] = {}
+    for cls, code in STATUS:
+        seen.setdefault(code, []).append((cls.__doc__ or cls.__name__).strip())
+    body_only = {413, 415, 422}
+    return sorted(
+        (c, " Or: ".join(why)) for c, why in seen.items() if with_body or c not in body_only
+    )
+
+
 def status_for(exc: Exception) -> int:
     for cls, code in STATUS:
         if isinstance(exc, cls):

@@ -53,6 +53,8 @@ class ClassifyRequest(BaseModel):
 
 
 class Prediction(BaseModel):
+    """One label's score (the pipeline's {label, score})."""
+
     label: str
     score: float
 
@@ -69,3 +71,27 @@ class Health(BaseModel):
     model_id: str
     manifest_sha256: str | None
     load_seconds: float
+
+
+class Limits(BaseModel):
+    max_texts: int
+    max_text_chars: int
+    max_body_bytes: int
+
+
+class ModelInfo(BaseModel):
+    """What GET /model answers: the model, its labels, how it was built and verified."""
+
+    model_id: str
+    labels: list[str]
+    problem_type: str | None
+    max_length: int
+    graph_inputs: list[str]
+    batching: str
+    source: dict[str, Any] | None
+    target: dict[str, Any] | None
+    quantization: dict[str, Any] | None
+    verification: dict[str, Any] | None
+    built_at: str | None
+    manifest_sha256: str | None
+    limits: Limits

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,36 @@ def test_openapi_and_unknown_route(handler: Any) -> None:
     assert status == 404 and body["error"]
     status, _, _ = call(handler, http_event(path="/classify", method="GET"))
     assert status == 405
+
+
+def test_the_openapi_document_is_generated_from_what_is_served(handler: Any) -> None:
+    """Every served route is in the document, with the models it reads and answers; every
+    model in schemas.py is used there (no dead models); error codes come from api/errors.py."""
+    import pydantic
+
+    from handler.api import errors, schemas
+
+    status, schema, _ = call(handler, http_event(path="/openapi.json", method="GET"))
+    assert status == 200
+    served = {(path, method) for path, ops in schema["paths"].items() for method in ops}
+    assert served == {("/classify", "post"), ("/", "post"), ("/health", "get"), ("/model", "get")}
+    models = {
+        name
+        for name, obj in vars(schemas).items()
+        if isinstance(obj, type)
+        and issubclass(obj, pydantic.BaseModel)
+        and obj.__module__ == schemas.__name__
+    }
+    assert models == set(schema["components"]["schemas"]), (
+        "a model that nothing serves, or one missing"
+    )
+    classify = schema["paths"]["/classify"]["post"]
+    assert "Prediction" in json.dumps(classify["responses"]["200"])
+    codes = {str(code) for _, code in errors.STATUS}
+    assert set(classify["responses"]) == {"200"} | codes
+    assert schema["paths"]["/model"]["get"]["responses"]["200"]["content"]["application/json"][
+        "schema"
+    ]["$ref"].endswith("/ModelInfo")
 
 
 def test_building_the_app_does_not_import_pydantic_v1(tiny_model: Path) -> None:
