@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from dataclasses import replace
@@ -27,7 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.int8 import baseline_graph  # noqa: E402
+from bench.common import EVAL_A, EVAL_B, STANDIN  # noqa: E402
+from bench.inference import baseline_graph  # noqa: E402
 from handler.compiler import per_token, quantize  # noqa: E402
 from handler.compiler.pipeline import BuildOptions, build  # noqa: E402
 from handler.evaluate import read_labelled  # noqa: E402
@@ -35,10 +35,6 @@ from handler.inference import Classifier  # noqa: E402
 from handler.inference.session import create_session  # noqa: E402
 from handler.tune.sample import REVIEWS  # noqa: E402
 
-SHARED = ROOT.parent / "shared"
-STANDIN = Path(os.environ.get("STANDIN_MODEL_DIR", SHARED / "models/distilbert-mini-sst2"))
-EVAL_A = Path(os.environ.get("STANDIN_EVAL_TSV", SHARED / "data/sst2-validation-a.tsv"))
-EVAL_B = EVAL_A.with_name(EVAL_A.name.replace("-a.", "-b."))
 TARGETS = ["none", "x86-avx2", "x86-vnni", "arm64"]
 
 

@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import prepare, sentences  # noqa: E402
+from bench.common import prepare, sentences  # noqa: E402
 
 # -- model constants (us-east-1 list prices, x86) ---------------------------------------------
 LAMBDA_GB_S = 0.0000166667
@@ -45,7 +45,7 @@ S3_PUT = 0.005 / 1000  # PUT, COPY (UploadPartCopy), POST, LIST
 S3_GET = 0.0004 / 1000
 MEMORY_GB = 1769 / 1024  # one vCPU, the thread count measured
 S3_MBPS = 80.0  # one stream's S3 read rate inside Lambda (assumed)
-COLD_START_S = 1.5  # a shard that starts a new execution environment (assumed, see README)
+COLD_START_S = 1.5  # a shard that starts a new execution environment (assumed, see docs/batch.md)
 WAVE_OVERHEAD_S = 1.0  # Step Functions starting a wave of child executions (assumed)
 HOP_S = 900.0  # the chained path: one invocation's 15 minutes
 TRANSITIONS_PARENT, TRANSITIONS_PER_SHARD = 5, 3

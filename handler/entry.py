@@ -10,9 +10,9 @@ import os
 
 # numpy's OpenBLAS starts a thread per core when numpy is imported, and that thread spins waiting
 # for matrix work this function never gives it (inference runs in onnxruntime): 0.12 s of CPU
-# during init, which on Lambda comes out of the same vCPU share as the init itself (README,
-# "Cold start as Lambda bills it": `python bench/init.py --against REV`). Set before numpy
-# loads; a value you set yourself wins.
+# during init, which on Lambda comes out of the same vCPU share as the init itself
+# (docs/benchmarks.md, "Cold start as Lambda bills it": `python bench/cold_start.py --against
+# REV`). Set before numpy loads; a value you set yourself wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from handler.config import get_settings

@@ -59,7 +59,7 @@ else
   step "creating $LAMBDA_VENV ($("$py" --version 2>&1), the function's runtime: pinned runtime dependencies + $AWSLAMBDARIC, ~40 s)"
   rm -rf "$LAMBDA_VENV"
   boto3_pin="boto3==$(grep -o 'boto3==[0-9.]*' infra/Dockerfile | cut -d= -f3)"
-  # Only the awslambdaric tests and bench/init.py use it: a failure here is said, not fatal.
+  # Only the awslambdaric tests and bench/cold_start.py use it: a failure here is said, not fatal.
   if "$py" -m venv "$LAMBDA_VENV" &&
     "$LAMBDA_VENV/bin/python" -m pip install --quiet --upgrade pip &&
     "$LAMBDA_VENV/bin/python" -m pip install --quiet -r layers/requirements.txt "$AWSLAMBDARIC" "$boto3_pin" &&

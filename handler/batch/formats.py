@@ -123,7 +123,7 @@ def _jsonl(text: IO[str], start: int = 1, strip_bom: bool = True) -> Iterator[Re
             yield Record(n, error="empty line")
             continue
         try:
-            # Ids too large for a double (1e400) are kept as their literal: see the README.
+            # Ids too large for a double (1e400) are kept as their literal: see docs/batch.md.
             obj = strict_json.loads(line, overflow_as_literal=True)
         except strict_json.JSONProblem as exc:
             yield Record(n, error=f"invalid JSON: {exc}")

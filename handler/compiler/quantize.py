@@ -164,7 +164,8 @@ def save_for_loading(src: Path, dst: Path) -> list[Path]:
 
     With the weights outside the protobuf, onnxruntime maps them from the file instead of parsing
     and copying them out of one 20-250 MB message: session creation took 41 ms instead of 90 for
-    the stand-in (python bench/init.py). Nothing else changes (optimisation off: the same graph).
+    the stand-in (python bench/cold_start.py). Nothing else changes (optimisation off: the same
+    graph).
     Returns the files written.
     """
     import onnxruntime as ort

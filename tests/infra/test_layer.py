@@ -220,8 +220,8 @@ def test_python312_layer_builds_within_the_size_limit(arch: str, built312: Built
 
 
 def test_sam_build_of_the_zip_template_ships_the_bytecode(built312: Built, tmp_path: Path) -> None:
-    """`sam build -t infra/template-zip.yaml`, as the README deploys it, with the real SAM CLI:
-    its Python builder would drop *.pyc; the function's Makefile build copies them."""
+    """`sam build -t infra/template-zip.yaml`, as docs/deploying.md deploys it, with the real SAM
+    CLI: its Python builder would drop *.pyc; the function's Makefile build copies them."""
     sam = tool("sam")
     python312 = _python("3.12")
     if python312 is None:

@@ -1,8 +1,11 @@
-"""Cold start as Lambda bills it: the init phase, process start to the runtime's first GET /next,
-under awslambdaric on the runtime's Python (3.12), with nothing writable for bytecode.
+"""Cold start: the init phase as Lambda bills it, and a fresh process against the pipeline's.
 
-    python bench/init.py [--repeats 5] [--out bench-results/init] [--python .venv-lambda/bin/python]
-    python bench/init.py --against REV [--repeats 6]    # A/B with an earlier commit, stand-in
+    python bench/cold_start.py [--repeats 5] [--out bench-results] [--python .venv-lambda/bin/python]
+    python bench/cold_start.py --against REV [--repeats 6]   # A/B with an earlier commit, stand-in
+    python bench/cold_start.py --vs-pipeline [--repeats 5]   # fresh process vs transformers; image size
+
+As billed: process start to the runtime's first GET /next, under awslambdaric on the runtime's
+Python (3.12), with nothing writable for bytecode.
 
 Layouts, from scripts/build_layer.sh (x86_64, the runtime's Python):
   zip + layer   PYTHONPATH = function/ : layer/python/ : runtime/ (Lambda: /var/task, /opt/python,
@@ -12,8 +15,8 @@ Layouts, from scripts/build_layer.sh (x86_64, the runtime's Python):
                 bytecode as the Dockerfile compiles it
 runtime/ holds what Lambda's runtime provides (awslambdaric, boto3), pip-installed for 3.12.
 Roles: FUNCTION_ROLE=api and =batch. Models: the stand-in and DistilBERT-base size (random
-weights, from bench/run.py's prepare()). Beside each: the in-process figure (`import
-handler.entry` timed inside the same interpreter, what the README reported before) and the first
+weights, from bench/common.py's prepare()). Beside each: the in-process figure (`import
+handler.entry` timed inside the same interpreter, what the docs reported before) and the first
 and second request's latency after init (is priming worth it?). Median of --repeats fresh
 processes; PYTHONDONTWRITEBYTECODE=1 stands in for Lambda's read-only /var/task and /opt.
 
@@ -39,13 +42,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import EVAL_A, STANDIN, prepare  # noqa: E402
+from bench.common import EVAL_A, SHORT, STANDIN, http_event, prepare, table  # noqa: E402
 from handler.local.runtime_api import RuntimeAPI  # noqa: E402
 from handler.tune import quota  # noqa: E402
 
 AWSLAMBDARIC = "awslambdaric==4.2.2"
 BOTO3 = "boto3==1.44.8"
-HTTP_EVENT = json.loads((ROOT / "tests/events/apigw-http-classify.json").read_text())
+HTTP_EVENT = http_event(SHORT)
 
 
 def sh(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -199,6 +202,93 @@ def against(rev: str, out: Path, python: str, models: dict[str, Any], repeats: i
     return 0
 
 
+# -- a fresh process against transformers' (--vs-pipeline) -----------------------------------------
+
+
+def fresh_process(kind: str, paths: dict[str, Path], repeats: int) -> dict[str, float]:
+    """Median seconds from process start to `kind`'s first answer (bench/cold_probe.py), and its
+    peak RSS, over `repeats` fresh processes."""
+    spec = {
+        "source": str(paths["source"]),
+        "int8": str(paths["int8"]),
+        "text": SHORT,
+        "event": json.dumps(HTTP_EVENT),
+    }
+    env = {
+        **os.environ,
+        "MODEL_DIR": str(paths["int8"]),
+        "NUM_THREADS": "1",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    probe = str(ROOT / "bench" / "cold_probe.py")
+    times, rss = [], []
+    for _ in range(repeats):
+        start = time.time()
+        proc = subprocess.run(
+            [sys.executable, probe, kind, json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
+        line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("RESULT "))
+        _, done, maxrss = line.split()
+        times.append(float(done) - start)
+        rss.append(int(maxrss) / 1024)
+    return {"cold_start_s": round(statistics.median(times), 3), "peak_rss_mib": round(max(rss), 1)}
+
+
+def image_payload(out: Path, model_dir: Path) -> dict[str, Any]:
+    """What the container image adds to the base: the pinned runtime requirements installed as
+    the Dockerfile does (manylinux_2_28, python 3.12, x86_64), boto3, and the model."""
+    env = {
+        **os.environ,
+        "PYVER": "3.12",
+        "MODEL_DIR": str(model_dir),
+        "LAYER_OUT": str(out / "image"),
+        "PIP": f"{sys.executable} -m pip",
+    }
+    sh(str(ROOT / "scripts/build_layer.sh"), "x86_64", env=env)
+    target = out / "image" / "boto3"
+    sh(sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target), BOTO3)
+
+    def du(p: Path) -> float:
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 1048576
+
+    built = out / "image" / "x86_64-py3.12"
+    deps, model, boto = du(built / "layer"), du(model_dir), du(target)
+    return {
+        "dependencies_mib": round(deps, 1),
+        "boto3_mib": round(boto, 1),
+        "model_mib": round(model, 1),
+        "total_mib": round(deps + boto + model, 1),
+    }
+
+
+def versus_pipeline(out: Path, models: dict[str, Any], repeats: int) -> int:
+    kinds = ("pipeline", "ort_int8", "classifier", "function")
+    rows = []
+    result: dict[str, Any] = {"cold_start": {}}
+    for size, paths in models.items():
+        figures = {kind: fresh_process(kind, paths, repeats) for kind in kinds}
+        result["cold_start"][size] = figures
+        base = figures["pipeline"]["cold_start_s"]
+        for kind, v in figures.items():
+            ratio = f"{v['cold_start_s'] / base:.3f}"
+            rows.append([size, kind, v["cold_start_s"], v["peak_rss_mib"], ratio])
+    result["image_payload"] = i = image_payload(out, models["distilbert-base"]["int8"])
+    (out / "cold-start-vs-pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
+    header = ["model", "fresh process", "cold start s", "peak RSS MiB", "cold start / pipeline"]
+    print(table(header, rows))
+    print(
+        f"Image payload over the base image: dependencies {i['dependencies_mib']} MiB + boto3 "
+        f"{i['boto3_mib']} MiB + model (DistilBERT-base int8) {i['model_mib']} MiB = "
+        f"{i['total_mib']} MiB."
+    )
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -209,7 +299,14 @@ def main() -> int:
     ap.add_argument(
         "--against", metavar="REV", help="only A/B this checkout against git revision REV"
     )
+    ap.add_argument(
+        "--vs-pipeline",
+        action="store_true",
+        help="only a fresh process of each path against transformers' pipeline, and the image size",
+    )
     args = ap.parse_args()
+    if args.vs_pipeline:
+        return versus_pipeline(args.out, prepare(args.out), args.repeats)
     procs = quota.make_group("bench-init", args.vcpus) if args.vcpus > 0 else None
     QUOTA[:] = quota.argv_in(procs)
     vcpu_quota = args.vcpus if procs else None

@@ -1,6 +1,9 @@
-"""Per-token int8 serving against the per-tensor baseline, measured in one run (issue #8).
+"""Inference: `Classifier.predict` against its baselines, measured in one run.
 
-    python bench/int8.py [--out bench-results/int8] [--rounds 5]
+    python bench/inference.py [--out bench-results/int8] [--rounds 9]     # per-token vs per-tensor int8
+    python bench/inference.py --vs-pipeline [--quick]                    # vs transformers and raw ORT
+
+Per-token against per-tensor (the default, about 4 minutes):
 
 Baseline: the previous recipe, a per-tensor dynamic int8 graph of the same model (onnxruntime
 `quantize_dynamic`, per-channel, 7-bit weights, SkipLayerNorm fused), one text per
@@ -18,6 +21,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,24 @@ from unittest import mock
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import EVAL_A, SHORT, STANDIN, sentences  # noqa: E402
+from bench.common import (  # noqa: E402
+    EVAL_A,
+    RESULTS,
+    SHORT,
+    STANDIN,
+    child,
+    interleaved_rounds,
+    paired,
+    prepare,
+    report_child,
+    save,
+    sentences,
+    table,
+    throughput,
+    throughput_pair,
+    timed,
+    timed_pair,
+)
 from handler.compiler import quantize, rows  # noqa: E402
 from handler.compiler.gate import Gate  # noqa: E402
 from handler.compiler.pipeline import BuildOptions, build  # noqa: E402
@@ -95,25 +116,10 @@ def measure(
         "raw session.run, same artifact and batches": raw_batches,
         "Classifier.predict, last layer on every token": lambda: whole_clf.predict(texts),
     }
-    # This machine's speed drifts by 20% within seconds: each round runs every path once (in a
-    # rotating order), and ratios are the median over rounds of that round's ratio.
-    seconds: dict[str, list[float]] = {name: [] for name in paths}
-    names = list(paths)
-    for r in range(rounds):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
-            start = time.perf_counter()
-            paths[name]()
-            seconds[name].append(time.perf_counter() - start)
-    throughput = {name: round(len(texts) / statistics.median(s), 1) for name, s in seconds.items()}
+    seconds = interleaved_rounds(paths, rounds)
+    per_s = {name: round(len(texts) / statistics.median(s), 1) for name, s in seconds.items()}
 
-    def paired(a: str, b: str) -> float:
-        """Median over rounds of throughput(a) / throughput(b)."""
-        return round(
-            statistics.median(y / x for x, y in zip(seconds[a], seconds[b], strict=True)), 3
-        )
-
-    singles = {
+    singles: dict[str, Callable[[], Any]] = {
         "baseline: per-tensor int8, one text per run": lambda: base.run(
             None, {k: short[k] for k in inputs}
         ),
@@ -141,15 +147,15 @@ def measure(
         "texts": len(texts),
         "micro_batch": size,
         "recipe": json.loads((artifact / "manifest.json").read_text())["quantization"]["recipe"],
-        "texts_per_s": throughput,
+        "texts_per_s": per_s,
         "one_short_text_p50_ms": p50,
         "ratios": {
-            "predict_throughput_vs_baseline": paired(c, b),
-            "predict_throughput_vs_raw_same_batches": paired(c, r),
+            "predict_throughput_vs_baseline": paired(seconds, c, b),
+            "predict_throughput_vs_raw_same_batches": paired(seconds, c, r),
             "one_text_p50_predict_vs_baseline": round(p50[c] / p50[b], 3),
             "one_text_p50_raw_vs_baseline": round(p50[r] / p50[b], 3),
             "one_text_p50_predict_vs_previous_api": round(p50[c] / p50[api], 3),
-            "predict_throughput_vs_last_layer_on_every_token": paired(c, w),
+            "predict_throughput_vs_last_layer_on_every_token": paired(seconds, c, w),
             "one_text_p50_predict_vs_last_layer_on_every_token": round(p50[c] / p50[w], 3),
         },
     }
@@ -180,21 +186,156 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# -- against transformers' pipeline and raw onnxruntime (--vs-pipeline) --------------------------
+
+
+def versus_pipeline(size: str, paths: dict[str, str], threads: int, quick: bool) -> dict[str, Any]:
+    """In a fresh process: one short text's latency and throughput of the transformers pipeline
+    (PyTorch fp32), raw ORT fp32 and int8 `session.run`, and `Classifier.predict`."""
+    import onnxruntime as ort
+    import torch
+    from transformers import pipeline
+
+    texts = sentences()[: 200 if quick else 872]
+    reps = 60 if quick else 300
+    torch.set_num_threads(threads)
+    clf = Classifier.from_dir(paths["int8"], threads=threads)
+    encoded = clf.tokenizer.encode(texts)
+    feeds = [clf.tokenizer.pad([e]) for e in encoded]
+    short = clf.tokenizer.pad(clf.tokenizer.encode([SHORT]))
+    names = clf.input_names
+    fp32 = create_session(Path(paths["source"]) / "onnx" / "model.onnx", threads, False)
+    int8 = clf.session
+    results: dict[str, Any] = {"model": size, "threads": threads, "texts": len(texts)}
+
+    def run_each(sess: ort.InferenceSession) -> None:
+        for f in feeds:
+            sess.run(None, {k: f[k] for k in names})
+
+    def run_padded(sess: ort.InferenceSession, batch: int = 32) -> None:
+        for i in range(0, len(encoded), batch):
+            arrays = clf.tokenizer.pad(encoded[i : i + batch])
+            sess.run(None, {k: arrays[k] for k in names})
+
+    results["ort_fp32"] = {
+        **timed(lambda: fp32.run(None, {k: short[k] for k in names}), reps),
+        "texts_per_s": throughput(lambda: run_each(fp32), len(texts)),
+        "texts_per_s_padded_batch32": throughput(lambda: run_padded(fp32), len(texts)),
+    }
+    # The int8 baseline and Classifier.predict share one session and are measured interleaved,
+    # so the machine's drift hits both alike: their ratio is the figure the targets are about.
+    raw_lat, clf_lat = timed_pair(
+        lambda: int8.run(None, {k: short[k] for k in names}), lambda: clf.predict(SHORT), reps
+    )
+    raw_tp, clf_tp = throughput_pair(lambda: run_each(int8), lambda: clf.predict(texts), len(texts))
+    results["ort_int8"] = {
+        **raw_lat,
+        "texts_per_s": raw_tp,
+        "texts_per_s_padded_batch32": throughput(lambda: run_padded(int8), len(texts)),
+    }
+    results["classifier"] = {**clf_lat, "texts_per_s": clf_tp}
+    pipe = pipeline("text-classification", model=str(paths["source"]), device="cpu")
+    n_pipe = min(len(texts), 120 if quick else 300)
+    results["pipeline"] = {
+        **timed(lambda: pipe(SHORT), max(20, reps // 5), warmup=3),
+        "texts_per_s": throughput(lambda: pipe(texts[:n_pipe]), n_pipe, repeats=1),
+    }
+    return results
+
+
+def render_versus_pipeline(models: list[dict[str, Any]]) -> str:
+    rows = []
+    for m in models:
+        for key, label in (
+            ("pipeline", "transformers pipeline (PyTorch fp32)"),
+            ("ort_fp32", "raw ORT fp32 session.run"),
+            ("ort_int8", "raw ORT int8 session.run"),
+            ("classifier", "Classifier.predict (int8)"),
+        ):
+            v = m[key]
+            rows.append(
+                [
+                    m["model"],
+                    m["threads"],
+                    label,
+                    v["p50_ms"],
+                    v["p99_ms"],
+                    v["texts_per_s"],
+                    v.get("texts_per_s_padded_batch32", ""),
+                ]
+            )
+    ratios = []
+    for m in models:
+        if m["threads"] == 1:
+            c, raw, p = m["classifier"], m["ort_int8"], m["pipeline"]
+            ratios.append(
+                [
+                    m["model"],
+                    "Classifier.predict throughput / raw int8 run",
+                    f"{c['texts_per_s'] / raw['texts_per_s']:.2f}x",
+                ]
+            )
+            ratios.append(
+                [
+                    m["model"],
+                    "one-text p50 speed-up over pipeline",
+                    f"{p['p50_ms'] / c['p50_ms']:.1f}x",
+                ]
+            )
+    header = ["model", "threads", "path", "p50 ms", "p99 ms", "texts/s"]
+    return (
+        table([*header, "texts/s (padded batch 32)"], rows)
+        + "\n\n"
+        + table(["model", "ratio (1 thread)", "value"], ratios)
+    )
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default=str(ROOT / "bench-results" / "int8"))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=None, help="default bench-results/int8 (bench-results)")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--texts", type=int, default=400)
     parser.add_argument(
         "--model",
         help="a model folder in the hub's layout (default: the stand-in); e.g. "
-        "bench-results/distilbert-base-random, which bench/run.py makes",
+        "bench-results/distilbert-base-random, which --vs-pipeline makes",
     )
     parser.add_argument("--random-weights", action="store_true", help="skip the accuracy gate")
+    parser.add_argument(
+        "--vs-pipeline",
+        action="store_true",
+        help="against transformers' pipeline and raw ORT, stand-in and DistilBERT-base size, "
+        "1 and 2 threads (about 10 minutes)",
+    )
+    parser.add_argument("--quick", action="store_true", help="--vs-pipeline: fewer repetitions")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        return report_child(versus_pipeline(**json.loads(args.child)))
+    if args.vs_pipeline:
+        out = Path(args.out or RESULTS)
+        models = prepare(out)
+        results = [
+            child(
+                Path(__file__),
+                {
+                    "size": size,
+                    "paths": {k: str(v) for k, v in paths.items()},
+                    "threads": threads,
+                    "quick": args.quick,
+                },
+                threads=threads,
+            )
+            for size, paths in models.items()
+            for threads in (1, 2)
+        ]
+        save(out, "vs-pipeline.json", results)
+        print(render_versus_pipeline(results))
+        return 0
+    out = Path(args.out or RESULTS / "int8")
     source = Path(args.model) if args.model else STANDIN
-    result = measure(source, Path(args.out), args.rounds, args.texts, args.random_weights)
-    (Path(args.out) / "int8.json").write_text(json.dumps(result, indent=2))
+    result = measure(source, out, args.rounds, args.texts, args.random_weights)
+    save(out, "int8.json", result)
     print(render(result))
     return 0
 
