@@ -56,6 +56,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             out=Path(args.out),
             eval_path=Path(args.eval) if args.eval else None,
             threads=args.threads,
+            verify_on=args.verify_on,
             agreement_text=Path(args.agreement_text) if args.agreement_text else None,
             agreement_gate=AgreementGate(
                 min_agreement=args.min_unlabelled_agreement,
@@ -246,6 +247,14 @@ def parser() -> argparse.ArgumentParser:
         "--max-unlabelled-p99",
         type=float,
         help="fail the build when the 99th percentile score difference there is above this",
+    )
+    b.add_argument(
+        "--verify-on",
+        choices=["auto", "target", "host"],
+        default="auto",
+        help="where an arm64 artifact built on x86 is scored: auto (under qemu-aarch64 when "
+        "scripts/arm64_root.sh has made an arm64 Python, else this host, and the manifest says "
+        "so), target (emulated or fail), host",
     )
     b.set_defaults(func=cmd_build)
 

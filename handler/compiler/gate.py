@@ -227,16 +227,26 @@ def report(
     data: Labelled,
     gate: Gate,
     task: str = SINGLE_LABEL,
+    on_target: Any = None,
+    artifact: Any = None,
 ) -> dict[str, Any]:
-    """Figures of the candidate against the reference; `failed` names every measure that failed."""
+    """Figures of the candidate against the reference; `failed` names every measure that failed.
+    With `on_target` (an on_target.Emulator), the candidate's scores and batch invariance are
+    the shipped `artifact` folder's on the emulated target CPU; throughput stays the host's."""
     function = gate_function(task)
+    if on_target is not None:
+        candidate_scores = on_target.scores(artifact, data.texts, function)
+        invariance = on_target.batch_invariance(artifact, data.texts)
+    else:
+        candidate_scores = scores(candidate, data.texts, "int8 candidate", function)
+        invariance = batch_invariance(candidate, data.texts)
     report = compare(
         scores(reference, data.texts, "fp32 reference", function),
-        scores(candidate, data.texts, "int8 candidate", function),
+        candidate_scores,
         data.labels,
         task,
     )
-    report["batch_invariance"] = batch_invariance(candidate, data.texts)
+    report["batch_invariance"] = invariance
     report["throughput"] = throughput(candidate, data.texts)
     report["gate"] = gate_figures(gate, report)
     report["failed"] = failures(report, gate)

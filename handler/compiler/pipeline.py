@@ -22,6 +22,7 @@ from handler.compiler import (
     attention,
     export,
     gate,
+    on_target,
     per_token,
     progress,
     quantize,
@@ -55,6 +56,9 @@ class BuildOptions:
     # Unlabelled text for agreement with fp32 off the labelled set's domain (None: the default).
     agreement_text: Path | None = None
     agreement_gate: agreement.AgreementGate = field(default_factory=agreement.AgreementGate)
+    # Where the gate scores an artifact for another CPU: "auto" (emulated when it can be),
+    # "target" (emulated, or the build fails), "host" (this machine's kernels).
+    verify_on: str = "auto"
 
 
 def _cpu_model() -> str:
@@ -67,11 +71,34 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def computed_on(target: quantize.Target, quant: dict[str, Any], saturates: bool) -> dict[str, Any]:
+def computed_on(
+    target: quantize.Target,
+    quant: dict[str, Any],
+    saturates: bool,
+    emulator: on_target.Emulator | None = None,
+    no_emulator: str = "",
+) -> dict[str, Any]:
     """Where the gate's figures were computed, and how far they describe the target's CPU."""
     machine = platform.machine().lower()
     host_arch = "arm64" if machine in ("aarch64", "arm64") else machine
     host = {"arch": host_arch, "cpu": _cpu_model(), "u8s8_saturates": saturates}
+    if emulator is not None:
+        return {
+            "host": host,
+            "arithmetic": f"the target's: {on_target.CPU_DESCRIPTION}, running the shipped "
+            "artifact on the aarch64 builds of the runtime's onnxruntime, tokenizers and numpy",
+            "describes_target": True,
+            "target_cpu": emulator.describe(),
+            "parts": {
+                "report": "target",
+                "unlabelled": "target",
+                "batch_invariance": f"target: the first {on_target.INVARIANCE_TEXTS} report "
+                f"texts in padded batches of {' and '.join(map(str, on_target.INVARIANCE_SIZES))}",
+                "selection": "build host",
+                "throughput": "build host",
+            },
+            "note": "emulation gives the target's arithmetic, not its speed",
+        }
     if target.name == "arm64" and host_arch != "arm64":
         return {
             "host": host,
@@ -79,8 +106,9 @@ def computed_on(target: quantize.Target, quant: dict[str, Any], saturates: bool)
             "describes_target": False,
             "note": "an arm64 artifact verified on an x86-64 host: the integer GEMMs are the "
             "target's, but float kernels differ by ISA and per-token rounding amplifies them "
-            "(measured: 1 label of 120 held-out texts differed under qemu-aarch64). Build on "
-            "arm64 (Graviton) for the target's own figures.",
+            "(measured: 1 label of 120 held-out texts differed under qemu-aarch64). Not "
+            f"emulated here: {no_emulator or 'not asked for'}. Build on arm64 (Graviton), or "
+            "where qemu-aarch64 can run it, for the target's own figures.",
         }
     if "evaluated_as" in quant:
         return {
@@ -267,6 +295,20 @@ def build(
     options: BuildOptions, snapshot_download: SnapshotDownload | None = None
 ) -> dict[str, Any]:
     target = quantize.get_target(options.target)
+    if options.verify_on not in on_target.MODES:
+        raise BuildError(f"verify_on must be one of {', '.join(on_target.MODES)}")
+    emulator, why = (
+        on_target.find(target.name)
+        if options.verify_on != "host"
+        else (None, "the build was asked to verify on the host (--verify-on host)")
+    )
+    if (
+        emulator is None
+        and options.verify_on == "target"
+        and target.name == "arm64"
+        and not on_target.host_is_arm64()
+    ):
+        raise BuildError(f"--verify-on target: cannot run arm64 here: {why}")
     started = time.perf_counter()
     # fetch, eval data, fuse, one per recipe (or fp32), verify, write
     stages = progress.bar(5 + max(1, len(target.recipes)), "build", unit="stage")
@@ -360,8 +402,13 @@ def build(
             candidate = Classifier.from_dir(stage, threads=options.threads)
         else:
             candidate = _classifier(evaluated, tokenizer_file, config, options.threads)
-        stages.set_postfix_str(f"verify on {len(held_out.texts)} report texts")
-        report = gate.report(reference, candidate, held_out, options.gate, task)
+        where = f", on an emulated {on_target.CPU}" if emulator else ""
+        stages.set_postfix_str(f"verify on {len(held_out.texts)} report texts{where}")
+        if emulator is not None:
+            log.info("scoring the report and unlabelled texts under %s (slow: ~100x)", why)
+        report = gate.report(
+            reference, candidate, held_out, options.gate, task, on_target=emulator, artifact=stage
+        )
         stages.update()
         if options.agreement_text is not None:
             texts = read_texts(options.agreement_text)
@@ -370,7 +417,9 @@ def build(
             texts, texts_source = agreement.default_texts()
         unlabelled = agreement.measure(
             gate.scores(reference, texts, "fp32 on unlabelled text", function),
-            gate.scores(candidate, texts, "int8 on unlabelled text", function),
+            emulator.scores(stage, texts, function)
+            if emulator is not None
+            else gate.scores(candidate, texts, "int8 on unlabelled text", function),
             task,
         )
         unlabelled["source"] = texts_source
@@ -381,7 +430,7 @@ def build(
         unlabelled_failed = agreement.failures(unlabelled, options.agreement_gate)
         report["unlabelled"] = unlabelled
         report["failed"] = report["failed"] + unlabelled_failed
-        report["computed_on"] = computed_on(target, quant, evaluate_exact)
+        report["computed_on"] = computed_on(target, quant, evaluate_exact, emulator, why)
         if not report["computed_on"]["describes_target"]:
             log.warning("%s", report["computed_on"]["note"])
         stages.set_postfix_str("write")

@@ -1,0 +1,83 @@
+"""An arm64 artifact built on x86-64 is verified on the target's arithmetic where qemu-aarch64 and
+an arm64 Python (scripts/arm64_root.sh) are at hand, and the manifest says which CPU the figures
+come from either way. Pins: the emulated child really runs aarch64 kernels (its machine), the
+figures are the shipped artifact's, and a build that must verify on the target refuses at once
+when it cannot."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from handler.compiler import on_target
+from handler.compiler.pipeline import BuildOptions, build
+from handler.errors import BuildError
+from handler.inference import Classifier
+from tests import tiny
+
+EMULATOR, WHY = on_target.find("arm64")
+needs_emulator = pytest.mark.skipif(EMULATOR is None, reason=f"no emulated arm64 here: {WHY}")
+
+
+def test_only_a_foreign_arm64_target_needs_emulation(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert on_target.find("x86-avx2")[0] is None
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    emulator, why = on_target.find("arm64")
+    assert emulator is None and "itself" in why
+
+
+def test_without_qemu_or_a_root_it_says_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert "apt-get install qemu-user" in on_target.find("arm64")[1]
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setenv(on_target.ROOT_ENV, str(tmp_path / "empty"))
+    emulator, why = on_target.find("arm64")
+    assert emulator is None and "scripts/arm64_root.sh" in why
+
+
+def test_verify_on_target_refuses_before_any_work(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setenv(on_target.ROOT_ENV, str(tmp_path / "empty"))
+    options = BuildOptions(model=str(tmp_path / "nothing-here"), target="arm64", verify_on="target")
+    with pytest.raises(BuildError, match=r"cannot run arm64 here: .*arm64_root\.sh"):
+        build(options)  # no model folder either: refused before it is looked for
+    with pytest.raises(BuildError, match="verify_on must be one of"):
+        build(BuildOptions(model=str(tmp_path), verify_on="everywhere"))
+
+
+@pytest.mark.slow
+@needs_emulator
+def test_an_arm64_build_is_verified_on_an_emulated_graviton(tmp_path: Path) -> None:
+    hub = tiny.make_hub_folder(tmp_path / "hub")
+    out = tmp_path / "arm64"
+    eval_tsv = tiny.write_eval(tmp_path / "eval.tsv")
+    manifest = build(
+        BuildOptions(
+            model=str(hub), target="arm64", out=out, eval_path=eval_tsv, verify_on="target"
+        )
+    )
+    v = manifest["verification"]
+    where = v["computed_on"]
+    assert where["describes_target"] is True and where["target_cpu"]["machine"] == "aarch64"
+    assert where["target_cpu"]["qemu_cpu"] == "neoverse-n1" and where["parts"]["report"] == "target"
+    assert v["batch_invariance"]["machine"] == "aarch64"  # computed in the emulated process
+    assert v["batch_invariance"]["max_score_diff"] == 0.0
+    assert v["unlabelled"]["n"] == 1500
+    # The emulated scores are the shipped artifact's: labels as on this host, scores close.
+    assert EMULATOR is not None
+    texts = [line.split("\t")[0] for line in eval_tsv.read_text().splitlines()[1:]][:20]
+    host = Classifier.from_dir(out)
+    host_scores = host.scores(host.run_for_measurement(texts), None)
+    target_scores = EMULATOR.scores(out, texts, None)
+    assert target_scores.shape == host_scores.shape
+    assert (target_scores.argmax(1) == host_scores.argmax(1)).all()
+    assert float(np.abs(target_scores - host_scores).max()) < 2e-2
