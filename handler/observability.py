@@ -33,6 +33,11 @@ warnings.filterwarnings("ignore", message="No application metrics to publish", c
 __all__ = ["MetricUnit", "logger", "metrics", "record_prediction"]
 
 
+# Without a min_score, a top score under this counts as low confidence (the LowConfidence metric,
+# the summary's low_confidence count).
+LOW_CONFIDENCE = 0.7
+
+
 def record_prediction(
     *, source: str, texts: int, tokens: int, truncated: int, low_confidence: int, latency_ms: float
 ) -> None:

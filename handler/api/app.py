@@ -22,12 +22,10 @@ from handler.config import Settings
 from handler.errors import InputTooLarge, InvalidInput
 from handler.inference import LEGACY, TextResult, postprocess
 from handler.inference.postprocess import TopK
-from handler.observability import record_prediction
+from handler.observability import LOW_CONFIDENCE, record_prediction
 from handler.runtime import LoadedModel
 
 UNCERTAIN = "UNCERTAIN"
-# Without a min_score, a top score under this counts as low confidence in the metrics.
-LOW_CONFIDENCE = 0.7
 TRUNCATED_HEADER = "x-truncated-inputs"
 
 

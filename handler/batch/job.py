@@ -27,11 +27,11 @@ from handler import strict_json
 from handler.batch.formats import Record, detect, records
 from handler.batch.refs import ObjectRef
 from handler.inference import LEGACY, Classifier
-from handler.observability import logger, record_prediction
+from handler.observability import LOW_CONFIDENCE, logger, record_prediction
 
 PREDICTIONS = ".predictions.jsonl"
 SUMMARY = ".summary.json"
-LOW_CONFIDENCE = 0.7
+NDJSON = "application/x-ndjson"
 _LINE_NO = re.compile(r" \(line \d+\)$")
 
 
@@ -286,7 +286,7 @@ def run(
                 extra={"records_done": progress.records, "bytes": pinned.size},
             )
             return hand_off(pinned, "time")
-        store.upload_file(dest.bucket, out_key, path, "application/x-ndjson")
+        store.upload_file(dest.bucket, out_key, path, NDJSON)
     summary = summarize(
         pinned,
         fmt,

@@ -45,6 +45,7 @@ from handler.batch.formats import (
     wide_encoding,
 )
 from handler.batch.job import (
+    NDJSON,
     PREDICTIONS,
     SUMMARY,
     Destination,
@@ -59,8 +60,6 @@ from handler.batch.refs import ObjectRef
 from handler.errors import MalformedEvent, ModelChanged, ObjectChanged, ShardMismatch
 from handler.inference import Classifier
 from handler.observability import logger
-
-NDJSON = "application/x-ndjson"
 
 
 class ShardStore(Store, Protocol):

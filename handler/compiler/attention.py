@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 MASK_INPUT = "attention_mask"
 MASK_I32 = "mha/key_padding_mask"
-CHECK_TOLERANCE = 1e-3  # fp32 logits; only the order of the attention arithmetic changes
+FUSION_TOLERANCE = 1e-3  # fp32 logits; only the order of the attention arithmetic changes
 
 
 @dataclass
@@ -314,6 +314,6 @@ def fuse_attention(src: Path, dst: Path, model_config: dict[str, Any]) -> int:
         dst,
         model_config,
         lambda model: fuse_model(model, heads, hidden),
-        CHECK_TOLERANCE,
+        FUSION_TOLERANCE,
         "attention fusion",
     )

@@ -37,7 +37,7 @@ from handler.compiler.attention import (
     rewrite_checked,
 )
 
-CHECK_TOLERANCE = 1e-4  # fp32 logits: the same arithmetic on fewer rows
+ROW_CUT_TOLERANCE = 1e-4  # fp32 logits: the same arithmetic on fewer rows
 ROW_AXIS = 1  # [batch, sequence, hidden]
 
 # Ops that compute each row of their output from the same row of their row inputs (and from
@@ -230,5 +230,5 @@ def prune_rows(src: Path, dst: Path, model_config: dict[str, Any]) -> int:
     nodes were moved (0: the graph is copied unchanged, when no selection was found or the
     result computed otherwise)."""
     return rewrite_checked(
-        src, dst, model_config, prune_model, CHECK_TOLERANCE, "last-layer row pruning"
+        src, dst, model_config, prune_model, ROW_CUT_TOLERANCE, "last-layer row pruning"
     )
