@@ -2,6 +2,7 @@
 `Classifier.predict` of the same text, interleaved call by call in one process.
 
     python bench/api.py [--out bench-results] [--quick]
+    python bench/api.py --against REV [--rounds 6]    # A/B: this checkout's handler vs REV's
 
 What to read: the added milliseconds (Mangum, FastAPI's app, request guard, Powertools logging and
 metrics, JSON) and their ratio to predict alone; the budget is 1 ms at p50.
@@ -13,6 +14,7 @@ import argparse
 import contextlib
 import io
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,8 +26,10 @@ sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     RESULTS,
     SHORT,
+    against,
     child,
     http_event,
+    local_context,
     pct,
     prepare,
     report_child,
@@ -37,7 +41,6 @@ from bench.common import (  # noqa: E402
 def measure(int8: str, quick: bool) -> dict[str, Any]:
     from handler.config import Settings
     from handler.function import Function, make_lambda_handler
-    from handler.local.context import LocalContext
     from handler.observability import logger
     from handler.runtime import get_model
 
@@ -49,7 +52,7 @@ def measure(int8: str, quick: bool) -> dict[str, Any]:
     clf = model.classifier
     reps = 200 if quick else 1000
     sink = io.StringIO()
-    ctx = LocalContext()
+    ctx = local_context()
     with contextlib.redirect_stdout(sink):  # EMF lines go to stdout as on Lambda
         direct, http = [], []
         for _ in range(20):
@@ -103,12 +106,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    parser.add_argument("--against", metavar="REV", help="A/B with git revision REV's handler")
+    parser.add_argument("--rounds", type=int, default=6, help="--against: rounds per side")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return report_child(measure(**json.loads(args.child)))
     out = Path(args.out)
     models = prepare(out)
+    if args.against:
+        rows = []
+        for size, paths in models.items():
+            spec = {"int8": str(paths["int8"]), "quick": True}
+            runs = against(Path(__file__), args.against, out, spec, args.rounds)
+            for side, results in runs.items():
+                added = statistics.median(r["added_ms_paired_median"] for r in results)
+                ratio = statistics.median(r["ratio"] for r in results)
+                rows.append([size, side, round(added, 3), round(ratio, 3), len(results)])
+        print(table(["model", "handler", "added ms (median)", "ratio (median)", "runs"], rows))
+        return 0
     result = {
         size: child(Path(__file__), {"int8": str(p["int8"]), "quick": args.quick})
         for size, p in models.items()

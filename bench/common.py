@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if os.environ.get("BENCH_HANDLER_FROM"):  # an A/B child: `handler` from the other checkout
+    sys.path.insert(0, os.environ["BENCH_HANDLER_FROM"])
 SHARED = ROOT.parent / "shared"
 STANDIN = Path(os.environ.get("STANDIN_MODEL_DIR", SHARED / "models/distilbert-mini-sst2"))
 EVAL_A = Path(os.environ.get("STANDIN_EVAL_TSV", SHARED / "data/sst2-validation-a.tsv"))
@@ -204,11 +206,12 @@ def small_model(out: Path) -> Path:
 
 def http_event(text: str) -> dict[str, Any]:
     """An HTTP API (v2) event for POST /classify with one text."""
-    from handler.local.gateway import http_api_event
+    http_api_event = _from_either("handler.local.gateway", "http_api_event")
 
     body = json.dumps({"inputs": text}).encode()
     headers = {"content-type": "application/json", "host": "bench.local"}
-    return http_api_event("POST", "/classify", headers, body, "bench.local")
+    event: dict[str, Any] = http_api_event("POST", "/classify", headers, body, "bench.local")
+    return event
 
 
 def s3_event(bucket: str, key: str, etag: str | None = None) -> dict[str, Any]:
@@ -255,10 +258,41 @@ def moto_server() -> Iterator[dict[str, str]]:
         server.stop()
 
 
-def child(script: Path, spec: dict[str, Any], threads: int = 1) -> Any:
+def checkout(rev: str, out: Path) -> Path:
+    """A worktree of git revision `rev` under `out` (made once): the other side of an A/B."""
+    tree = out / f"rev-{rev}"
+    if not tree.is_dir():
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
+            check=True,
+            capture_output=True,
+        )
+    return tree
+
+
+def local_context() -> Any:
+    """Lambda's context object for a local call, from whichever revision's `handler` is loaded
+    (an A/B child may run an older layout, where the local tools lived in adapters/local.py)."""
+    return _from_either("handler.local.context", "LocalContext")()
+
+
+def _from_either(module: str, name: str) -> Any:
+    """`name` from `module`, or from handler.adapters.local in revisions before handler/local."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError:
+        return getattr(importlib.import_module("handler.adapters.local"), name)
+
+
+def child(script: Path, spec: dict[str, Any], threads: int = 1, code: Path | None = None) -> Any:
     """Run `script --child SPEC` in a fresh interpreter and return the JSON it prints on its
-    `JSON ` line: one measurement per process, so each starts from the same state."""
+    `JSON ` line: one measurement per process, so each starts from the same state. With `code`,
+    `handler` is imported from that checkout instead of this one (an A/B)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    if code is not None:
+        env["BENCH_HANDLER_FROM"] = str(code)
     proc = subprocess.run(
         [sys.executable, str(script), "--child", json.dumps(spec)],
         capture_output=True,
@@ -267,6 +301,20 @@ def child(script: Path, spec: dict[str, Any], threads: int = 1) -> Any:
         check=True,
     )
     return json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("JSON "))[5:])
+
+
+def against(
+    script: Path, rev: str, out: Path, spec: dict[str, Any], rounds: int
+) -> dict[str, list[Any]]:
+    """The same child measurement with this checkout's `handler` and with revision `rev`'s,
+    alternating for `rounds` rounds (each side first in every other round)."""
+    sides = {"this": None, rev: checkout(rev, out)}
+    results: dict[str, list[Any]] = {side: [] for side in sides}
+    for r in range(rounds):
+        order = list(sides) if r % 2 == 0 else list(reversed(sides))
+        for side in order:
+            results[side].append(child(script, spec, code=sides[side]))
+    return results
 
 
 def report_child(result: Any) -> int:

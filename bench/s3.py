@@ -4,6 +4,7 @@ object from a moto server over HTTP (a small random-weight model: streaming memo
 on the model, and a real one would spend the time classifying).
 
     python bench/s3.py [--out bench-results] [--quick]
+    python bench/s3.py --against REV [--rounds 4]     # A/B of the S3 path's throughput ratio
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import io
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -24,8 +26,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
     RESULTS,
+    against,
     child,
     in_process_s3,
+    local_context,
     moto_server,
     peak_rss_mib,
     prepare,
@@ -46,7 +50,6 @@ def throughput(int8: str, quick: bool) -> dict[str, Any]:
     from handler.adapters.s3_store import S3Store
     from handler.config import Settings
     from handler.function import Function, make_lambda_handler
-    from handler.local.context import LocalContext
     from handler.observability import logger
     from handler.runtime import get_model
 
@@ -70,7 +73,7 @@ def throughput(int8: str, quick: bool) -> dict[str, Any]:
             s3.put_object(Bucket="bench-in", Key=key, Body=body.encode())
             etag = s3.head_object(Bucket="bench-in", Key=key)["ETag"].strip('"')
             t = time.perf_counter()
-            handler(s3_event("bench-in", key, etag), LocalContext())
+            handler(s3_event("bench-in", key, etag), local_context())
             best_s3 = min(best_s3, time.perf_counter() - t)
             t = time.perf_counter()
             model.classifier.predict(texts)
@@ -166,6 +169,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--quick", action="store_true", help="fewer texts, a 20 MB object")
+    parser.add_argument("--against", metavar="REV", help="A/B with git revision REV's handler")
+    parser.add_argument("--rounds", type=int, default=4, help="--against: rounds per side")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -177,6 +182,16 @@ def main() -> int:
         return report_child(steps[spec.pop("what")](**spec))
     out = Path(args.out)
     models = prepare(out)
+    if args.against:
+        rows = []
+        for size, paths in models.items():
+            spec = {"what": "throughput", "int8": str(paths["int8"]), "quick": args.quick}
+            runs = against(Path(__file__), args.against, out, spec, args.rounds)
+            for side, results in runs.items():
+                ratio = statistics.median(r["ratio"] for r in results)
+                rows.append([size, side, round(ratio, 3), len(results)])
+        print(table(["model", "handler", "S3 path / predict (median)", "runs"], rows))
+        return 0
     result = {
         "throughput": {
             size: child(
