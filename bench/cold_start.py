@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import EVAL_A, SHORT, STANDIN, http_event, prepare, table  # noqa: E402
+from bench.common import EVAL_A, SHORT, STANDIN, checkout, http_event, prepare, table  # noqa: E402
 from handler.local.runtime_api import RuntimeAPI  # noqa: E402
 from handler.tune import quota  # noqa: E402
 
@@ -166,9 +166,7 @@ def against(rev: str, out: Path, python: str, models: dict[str, Any], repeats: i
     """A/B: this checkout's function folder and stand-in artifact against those of git
     revision `rev` (its handler/, byte-compiled the same way, and the stand-in built by its own
     pipeline), on the same layer, quota and machine, interleaved. Prints medians per role."""
-    worktree = out / f"rev-{rev}"
-    if not worktree.is_dir():
-        sh("git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), rev)
+    worktree = checkout(rev, out)
     old_fn, old_model = out / f"function-{rev}", out / f"stand-in-{rev}"
     if not (old_model / "manifest.json").is_file():
         sh(
