@@ -1,7 +1,7 @@
 """Run under qemu-user `-cpu Haswell` by tests/compiler/test_per_token.py: what a CPU without VNNI
 computes for a built artifact.
 
-`python -m tests.build.no_vnni_probe MODEL_DIR TEXTS_JSON GEMM_INPUTS_NPZ OUT_NPZ` prints JSON:
+`python -m tests.compiler.no_vnni_probe MODEL_DIR TEXTS_JSON GEMM_INPUTS_NPZ OUT_NPZ` prints JSON:
 whether this CPU's u8s8 kernel saturates, each text's logits run alone and in one padded batch,
 and writes OUT_NPZ: every integer GEMM of the artifact (its own int8 weights and activation zero
 point, as MatMulInteger) applied to the uint8 activations in GEMM_INPUTS_NPZ. Integer results

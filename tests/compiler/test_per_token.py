@@ -244,7 +244,7 @@ def test_default_artifact_never_saturates_without_vnni(standin_built: Path, tmp_
     np.savez(tmp_path / "a.npz", **arrays)
     proc = subprocess.run(
         [
-            *(QEMU or "", "-cpu", "Haswell", sys.executable, "-m", "tests.build.no_vnni_probe"),
+            *(QEMU or "", "-cpu", "Haswell", sys.executable, "-m", "tests.compiler.no_vnni_probe"),
             *(str(standin_built), json.dumps(HELD_OUT), str(tmp_path / "a.npz")),
             str(tmp_path / "y.npz"),
         ],
