@@ -7,7 +7,9 @@ measures on half b (436 labelled sentences) and, for label agreement, half b plu
 of other kinds (handler/tune/sample.py). Rows: fp32, the previous per-tensor recipe (dynamic int8,
 7-bit weights, one text per run) and each per-token target. Where this CPU's u8s8 sums saturate
 (no VNNI), a full-range artifact is measured through its exact twin: the numbers a VNNI or arm64
-CPU computes (see handler/compiler/per_token.py). Out-of-domain columns: the build's own figures on
+CPU computes (see handler/compiler/per_token.py). Where qemu-aarch64 and an arm64 Python are at
+hand (scripts/arm64_root.sh), the arm64 artifact is measured on an emulated Graviton2, as its
+build's gate is (handler/compiler/on_target.py). Out-of-domain columns: the build's own figures on
 unlabelled text (default: 1,500 Python standard library docstring lines, handler/compiler/agreement.py).
 """
 
@@ -28,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import EVAL_A, EVAL_B, STANDIN  # noqa: E402
 from bench.inference import baseline_graph  # noqa: E402
-from handler.compiler import per_token, quantize  # noqa: E402
+from handler.compiler import on_target, per_token, quantize  # noqa: E402
 from handler.compiler.pipeline import BuildOptions, build  # noqa: E402
 from handler.evaluate import read_labelled  # noqa: E402
 from handler.inference import Classifier  # noqa: E402
@@ -73,14 +75,19 @@ def main() -> int:
         data = read_labelled(EVAL_B, clf.id2label)
         texts = data.texts + REVIEWS
         recipe = manifest["quantization"].get("recipe", "fp32")
-        measured_as = "as shipped"
-        if recipe in per_token.RECIPES and saturates and not per_token.RECIPES[recipe].avx2_safe:
+        measured_as = "as shipped, on this host"
+        emulator, _ = on_target.find(target)
+        if emulator is not None:  # arm64 on x86: the target's arithmetic, as the build's gate
+            lg = emulator.scores(folder, texts, "none")
+            measured_as = f"on an emulated {on_target.CPU} (qemu-aarch64)"
+        elif recipe in per_token.RECIPES and saturates and not per_token.RECIPES[recipe].avx2_safe:
             with tempfile.TemporaryDirectory() as tmp:
                 twin = Path(tmp) / "twin.onnx"
                 per_token.exact_twin_file(folder / "model.onnx", twin)
                 clf = Classifier(create_session(twin, 1, True), clf.tokenizer, clf.config)
             measured_as = "exact twin (this CPU lacks VNNI)"
-        lg = logits(clf, texts)
+        if emulator is None:
+            lg = logits(clf, texts)
         if ref is None:
             ref, gold = lg, np.asarray(data.labels)
             base = Classifier(
