@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 import handler
+from handler.errors import BuildError
 
 QEMU = "qemu-aarch64"
 CPU = "neoverse-n1"  # Graviton2, Lambda's arm64; `-cpu max` enables SME, which qemu 7.2 miscomputes
@@ -68,7 +69,11 @@ class Emulator:
         argv += ["-m", "handler.compiler.on_target", json.dumps(spec)]
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
-            raise RuntimeError(f"the emulated arm64 run failed: {proc.stderr.strip()[-2000:]}")
+            raise BuildError(
+                f"the emulated arm64 run failed ({' '.join(argv[:6])} ...): "
+                f"{proc.stderr.strip()[-2000:]}. Remake the root with scripts/arm64_root.sh, "
+                "or build with --verify-on host to verify on this machine instead"
+            )
 
     def scores(
         self, model_dir: Path, texts: list[str], function: str | None, timeout: float = 7200

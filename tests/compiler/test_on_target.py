@@ -124,3 +124,9 @@ def test_a_target_that_is_not_batch_invariant_is_served_one_text_per_run(
     assert manifest["batching"] == "per_text"
     assert Classifier.from_dir(out).config.batching == "per_text"
     assert "batch_invariance" not in manifest["verification"]["failed"]
+
+
+def test_a_broken_emulated_run_is_a_build_error_that_says_what_to_do(tmp_path: Path) -> None:
+    broken = on_target.Emulator("false", tmp_path, tmp_path / "python3.11", tmp_path / "site")
+    with pytest.raises(BuildError, match="--verify-on host"):
+        broken.scores(tmp_path, ["a text"], None)
