@@ -2,6 +2,7 @@
 
     python bench/inference.py [--out bench-results/int8] [--rounds 9]     # per-token vs per-tensor int8
     python bench/inference.py --vs-pipeline [--quick]                    # vs transformers and raw ORT
+    python bench/inference.py --against REV [--target x86-avx2]          # this compiler vs REV's
 
 Per-token against per-tensor (the default, about 4 minutes):
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -35,10 +37,12 @@ from bench.common import (  # noqa: E402
     RESULTS,
     SHORT,
     STANDIN,
+    checkout,
     child,
     interleaved_rounds,
     paired,
     prepare,
+    random_distilbert,
     report_child,
     save,
     sentences,
@@ -159,6 +163,89 @@ def measure(
             "one_text_p50_predict_vs_last_layer_on_every_token": round(p50[c] / p50[w], 3),
         },
     }
+
+
+def versus_revision(
+    rev: str, out: Path, rounds: int, n_texts: int, target: str
+) -> list[dict[str, Any]]:
+    """This checkout's compiler against revision `rev`'s: the same model built for the same
+    target by each, both artifacts served by this checkout's runtime, timed in interleaved
+    rounds (`Classifier.predict` on `n_texts` texts, and on one short text), at the stand-in's
+    and DistilBERT-base's size (random weights: latency does not depend on their values)."""
+    tree = checkout(rev, out)
+    models = {
+        "stand-in": (STANDIN, False),
+        "distilbert-base": (random_distilbert(out, "distilbert-base-random"), True),
+    }
+    texts = sentences()[:n_texts]
+    results = []
+    for size, (source, random_weights) in models.items():
+        artifacts: dict[str, Path] = {}
+        for side, code in (("this", ROOT), (rev, tree)):
+            dst = out / f"{side}-{size}-{target}"
+            if side == "this" or not (dst / "manifest.json").is_file():
+                cmd = [sys.executable, "-m", "handler", "build", "--model", str(source)]
+                cmd += ["--target", target, "--out", str(dst), "--eval", str(EVAL_A)]
+                if random_weights:
+                    cmd += ["--max-accuracy-drop", "100", "--min-agreement", "0"]
+                subprocess.run(cmd, cwd=code, check=True, capture_output=True)
+            artifacts[side] = dst
+        clfs = {side: Classifier.from_dir(path, threads=1) for side, path in artifacts.items()}
+        seconds = interleaved_rounds(
+            {side: (lambda c=c: c.predict(texts)) for side, c in clfs.items()}, rounds
+        )
+        lat: dict[str, list[float]] = {side: [] for side in clfs}
+        for _ in range(20):
+            for c in clfs.values():
+                c.predict(SHORT)
+        for _ in range(300 * rounds // 5):
+            for side, c in clfs.items():
+                start = time.perf_counter()
+                c.predict(SHORT)
+                lat[side].append((time.perf_counter() - start) * 1000)
+        p50 = {side: round(statistics.median(v), 3) for side, v in lat.items()}
+        recipes = {
+            side: json.loads((p / "manifest.json").read_text())["quantization"].get("recipe")
+            for side, p in artifacts.items()
+        }
+        results.append(
+            {
+                "size": size,
+                "target": target,
+                "recipes": recipes,
+                "texts": len(texts),
+                "texts_per_s": {
+                    side: round(len(texts) / statistics.median(v), 1) for side, v in seconds.items()
+                },
+                "one_short_text_p50_ms": p50,
+                "throughput_this_vs_rev": paired(seconds, "this", rev),
+                "one_text_p50_this_vs_rev": round(p50["this"] / p50[rev], 3),
+            }
+        )
+    return results
+
+
+def render_versus_revision(rev: str, results: list[dict[str, Any]]) -> str:
+    rows_ = [
+        [
+            r["size"],
+            f"{r['recipes']['this']} vs {r['recipes'][rev]}",
+            f"{r['texts_per_s']['this']} vs {r['texts_per_s'][rev]}",
+            r["throughput_this_vs_rev"],
+            f"{r['one_short_text_p50_ms']['this']} vs {r['one_short_text_p50_ms'][rev]}",
+            r["one_text_p50_this_vs_rev"],
+        ]
+        for r in results
+    ]
+    header = [
+        "model",
+        f"recipe (this vs {rev})",
+        f"predict texts/s, {results[0]['texts']} texts",
+        "throughput ratio (>= 0.95 wanted)",
+        "one short text p50 ms",
+        "one-text ratio (<= 1.05 wanted)",
+    ]
+    return table(header, rows_)
 
 
 def render(result: dict[str, Any]) -> str:
@@ -308,6 +395,13 @@ def main() -> int:
         "1 and 2 threads (about 10 minutes)",
     )
     parser.add_argument("--quick", action="store_true", help="--vs-pipeline: fewer repetitions")
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="this checkout's compiler against git revision REV's (both artifacts served by "
+        "this runtime), stand-in and DistilBERT-base size, 1 thread",
+    )
+    parser.add_argument("--target", default=quantize.DEFAULT_TARGET, help="--against: target")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -331,6 +425,12 @@ def main() -> int:
         ]
         save(out, "vs-pipeline.json", results)
         print(render_versus_pipeline(results))
+        return 0
+    if args.against:
+        out = Path(args.out or RESULTS / "against")
+        results = versus_revision(args.against, out, args.rounds, args.texts, args.target)
+        save(out, f"against-{args.against}-{args.target}.json", results)
+        print(render_versus_revision(args.against, results))
         return 0
     out = Path(args.out or RESULTS / "int8")
     source = Path(args.model) if args.model else STANDIN

@@ -57,6 +57,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             eval_path=Path(args.eval) if args.eval else None,
             threads=args.threads,
             verify_on=args.verify_on,
+            fidelity=args.fidelity,
             agreement_text=Path(args.agreement_text) if args.agreement_text else None,
             agreement_gate=AgreementGate(
                 min_agreement=args.min_unlabelled_agreement,
@@ -255,6 +256,14 @@ def parser() -> argparse.ArgumentParser:
         help="where an arm64 artifact built on x86 is scored: auto (under qemu-aarch64 when "
         "scripts/arm64_root.sh has made an arm64 Python, else this host, and the manifest says "
         "so), target (emulated or fail), host",
+    )
+    b.add_argument(
+        "--fidelity",
+        choices=["balanced", "high"],
+        default="balanced",
+        help="balanced (default): calibrated int8 at the previous recipe's speed; high: also keep "
+        "LayerNorm outputs' outlier channels in fp32, ~20%% fewer label flips on out-of-domain "
+        "text for ~9%% of throughput (docs/building.md, Fidelity)",
     )
     b.set_defaults(func=cmd_build)
 

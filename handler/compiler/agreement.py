@@ -49,11 +49,30 @@ def _first_line(doc: str | None) -> str | None:
 def default_texts(count: int = DEFAULT_COUNT, stdlib: Path | None = None) -> tuple[list[str], str]:
     """(texts, where they came from): `count` docstring first lines of the standard library,
     chosen by a hash of each line (so the same set wherever the same Python is installed)."""
+    return _ranked(stdlib)[:count], _where(stdlib)
+
+
+def calibration_texts(
+    count: int = DEFAULT_COUNT, stdlib: Path | None = None
+) -> tuple[list[str], str]:
+    """(texts, where they came from): the next `count` docstring lines in the same order,
+    none of them in `default_texts()`: what the quantiser calibrates on is never what the gate
+    reports on."""
+    return _ranked(stdlib)[DEFAULT_COUNT : DEFAULT_COUNT + count], _where(stdlib)
+
+
+def _ranked(stdlib: Path | None) -> list[str]:
     root = stdlib or Path(sysconfig.get_paths()["stdlib"])
-    texts = _docstring_lines(root.resolve())
-    chosen = sorted(texts, key=lambda t: hashlib.sha256(t.encode()).digest())[:count]
-    where = f"python {sysconfig.get_python_version()} standard library" if stdlib is None else root
-    return chosen, f"{where} docstrings, first lines"
+    return sorted(
+        _docstring_lines(root.resolve()), key=lambda t: hashlib.sha256(t.encode()).digest()
+    )
+
+
+def _where(stdlib: Path | None) -> str:
+    where = (
+        f"python {sysconfig.get_python_version()} standard library" if stdlib is None else stdlib
+    )
+    return f"{where} docstrings, first lines"
 
 
 @functools.cache

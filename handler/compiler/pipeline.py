@@ -20,6 +20,7 @@ from handler import manifest
 from handler.compiler import (
     agreement,
     attention,
+    calibrate,
     export,
     gate,
     on_target,
@@ -59,6 +60,8 @@ class BuildOptions:
     # Where the gate scores an artifact for another CPU: "auto" (emulated when it can be),
     # "target" (emulated, or the build fails), "host" (this machine's kernels).
     verify_on: str = "auto"
+    # How closely int8 follows fp32 against speed: per_token.FIDELITY ("balanced", "high").
+    fidelity: str = per_token.DEFAULT_FIDELITY
 
 
 def _cpu_model() -> str:
@@ -262,7 +265,12 @@ def _session_ms(path: Path, pre_optimized: bool, repeats: int = 3) -> float:
 
 
 def _candidate(
-    fused: Path, work: Path, recipe_name: str, evaluate_exact: bool
+    fused: Path,
+    work: Path,
+    recipe_name: str,
+    evaluate_exact: bool,
+    calibration: Any = None,
+    refine: per_token.Refinements = per_token.REFINEMENTS,
 ) -> tuple[Path, Path, dict[str, Any]]:
     """(graph to ship, graph to evaluate, quantisation record) for one per-token recipe.
 
@@ -272,7 +280,7 @@ def _candidate(
     """
     recipe = per_token.RECIPES[recipe_name]
     raw = work / f"{recipe_name}.raw.onnx"
-    quant = per_token.quantize_file(fused, raw, recipe)
+    quant = per_token.quantize_file(fused, raw, recipe, calibration, refine)
     shipped = work / f"{recipe_name}.onnx"
     quantize.optimize_offline(raw, shipped)
     evaluated = shipped
@@ -295,6 +303,8 @@ def build(
     options: BuildOptions, snapshot_download: SnapshotDownload | None = None
 ) -> dict[str, Any]:
     target = quantize.get_target(options.target)
+    if options.fidelity not in per_token.FIDELITY:
+        raise BuildError(f"fidelity must be one of {', '.join(per_token.FIDELITY)}")
     if options.verify_on not in on_target.MODES:
         raise BuildError(f"verify_on must be one of {', '.join(on_target.MODES)}")
     emulator, why = (
@@ -367,9 +377,24 @@ def build(
         ref_selection = gate.scores(
             reference, selection.texts, "fp32 on the selection part", function
         )
+        calibration = None
+        if target.quantize:
+            stages.set_postfix_str("calibrate")
+            calibration = calibrate.collect(
+                fused,
+                TextTokenizer.from_file(tokenizer_file, config.max_length, config.pad_token_id),
+                selection.texts + agreement.calibration_texts()[0],
+            )
         for name in target.recipes:
             stages.set_postfix_str(f"quantise and score recipe {name}")
-            candidates[name] = _candidate(fused, work, name, evaluate_exact)
+            candidates[name] = _candidate(
+                fused,
+                work,
+                name,
+                evaluate_exact,
+                calibration,
+                per_token.FIDELITY[options.fidelity],
+            )
             clf = _classifier(
                 candidates[name][1], tokenizer_file, replace(config, pre_optimized=True), 1
             )

@@ -166,12 +166,18 @@ def test_saturation_probe_matches_full_range_twin() -> None:
         assert same
 
 
-def test_embedding_table_is_int8_with_row_scales_and_tied_tables_are_left() -> None:
-    model = _quantised("w8a7")
+@pytest.mark.parametrize("kind", ["fp16", "int8"])
+def test_embedding_table_is_stored_smaller_and_tied_tables_are_left(kind: str) -> None:
+    model = _graph()
+    per_token.rewrite(model, per_token.RECIPES["w8a7"], embeddings=kind)
     names = {i.name: i for i in model.graph.initializer}
     assert "emb" not in names
-    table = next(i for n, i in names.items() if n.endswith("/table_int8"))
-    assert table.data_type == TensorProto.INT8
+    table = next(i for n, i in names.items() if n.endswith(f"/table_{kind}"))
+    assert table.data_type == (TensorProto.FLOAT16 if kind == "fp16" else TensorProto.INT8)
+    ids = np.random.default_rng(6).integers(0, 50, size=(2, 5))
+    ref = _run(_graph(), ids)[1]
+    got = _run(model, ids)[1]
+    assert np.abs(got - ref).max() / np.abs(ref).max() < 0.05
     tied = _graph()
     tied.graph.node.append(helper.make_node("Identity", ["emb"], ["emb_copy"], name="tie"))
     tied.graph.output.append(helper.make_tensor_value_info("emb_copy", TensorProto.FLOAT, None))

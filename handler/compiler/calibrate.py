@@ -1,0 +1,109 @@
+"""What the fp32 graph's GEMMs see on calibration text: per-channel maxima and second moments of
+every input of a MatMul with a constant weight, the statistics smoothing and error-compensating
+weight rounding are computed from (handler/compiler/per_token.py).
+
+Each text runs on its own, so every row is a real token (no padding in the statistics).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handler.inference.tokenizer import TextTokenizer
+
+
+@dataclass
+class InputStats:
+    """One GEMM input over the calibration tokens."""
+
+    absmax: np.ndarray[Any, Any]  # [K] largest |x| per channel
+    gram: np.ndarray[Any, Any]  # [K, K] sum of x^T x (float64)
+    rows: int = 0
+
+    @property
+    def hessian(self) -> np.ndarray[Any, Any]:
+        """The mean of x^T x: the curvature of a GEMM's squared output error in its weights."""
+        return self.gram / max(self.rows, 1)
+
+
+@dataclass
+class Calibration:
+    inputs: dict[str, InputStats] = field(default_factory=dict)
+    texts: int = 0
+    tokens: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"texts": self.texts, "tokens": self.tokens, "gemm_inputs": len(self.inputs)}
+
+
+FLUSH_ROWS = 2048
+
+
+def gemm_inputs(model: Any) -> list[str]:
+    """Inputs of MatMuls with a constant 2-D float weight: the tensors the rewrite quantises."""
+    from onnx import TensorProto
+
+    inits = {i.name: i for i in model.graph.initializer}
+    seen: dict[str, None] = {}
+    for node in model.graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in inits:
+            continue
+        w = inits[node.input[1]]
+        if len(w.dims) == 2 and w.data_type == TensorProto.FLOAT:
+            seen.setdefault(node.input[0], None)
+    return list(seen)
+
+
+def collect(graph: Path, tokenizer: TextTokenizer, texts: list[str]) -> Calibration:
+    """Run `graph` (fp32) on each text alone and accumulate its GEMM inputs' statistics."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(graph))
+    names = gemm_inputs(model)
+    present = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in present:
+            model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    opts.log_severity_level = 3
+    # No graph optimisation: fusions could remove the tensors asked for.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), opts, ["CPUExecutionProvider"])
+    input_names = [i.name for i in session.get_inputs()]
+    calib = Calibration()
+    pending: dict[str, list[np.ndarray[Any, Any]]] = {name: [] for name in names}
+
+    def flush() -> None:
+        for name, parts in pending.items():
+            if not parts:
+                continue
+            x = np.concatenate(parts)
+            parts.clear()
+            stats = calib.inputs.get(name)
+            if stats is None:
+                k = x.shape[1]
+                stats = calib.inputs[name] = InputStats(np.zeros(k), np.zeros((k, k)))
+            np.maximum(stats.absmax, np.abs(x).max(axis=0), out=stats.absmax)
+            stats.gram += (x.T @ x).astype(np.float64)  # float32 GEMM over FLUSH_ROWS rows
+            stats.rows += x.shape[0]
+
+    rows = 0
+    for enc in tokenizer.encode(texts):
+        values = session.run(names, tokenizer.pad([enc], input_names))
+        calib.texts += 1
+        calib.tokens += enc.length
+        for name, value in zip(names, values, strict=True):
+            pending[name].append(np.asarray(value, dtype=np.float32).reshape(-1, value.shape[-1]))
+        rows += enc.length
+        if rows >= FLUSH_ROWS:
+            flush()
+            rows = 0
+    flush()
+    return calib

@@ -1,0 +1,239 @@
+"""Calibration and what the per-token rewrite does with it (handler/compiler/calibrate.py,
+per_token.Refinements): statistics as numpy computes them, error-compensated weight rounding,
+outlier channels kept in fp32, smoothing; still row-independent and AVX2-safe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from handler.compiler import agreement, calibrate, per_token
+from tests.compiler.test_per_token import H, K, _gemm_operand_maxima, _graph, _run, _session
+
+VOCAB = 50
+
+
+class _Ids:
+    """A tokenizer stand-in for calibrate.collect: each 'text' is a row of token ids."""
+
+    def encode(self, texts: list[Any]) -> list[Any]:
+        return [_Row(t) for t in texts]
+
+    def pad(self, batch: list[Any], names: list[str]) -> dict[str, np.ndarray[Any, Any]]:
+        assert names == ["ids"] and len(batch) == 1
+        return {"ids": np.asarray([batch[0].ids], dtype=np.int64)}
+
+
+class _Row:
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+        self.length = len(ids)
+
+
+def _norm_graph(outlier: float = 40.0, seed: int = 0, bias_gelu: bool = False) -> onnx.ModelProto:
+    """ids -> embedding -> LayerNorm (one channel's gamma `outlier` times the rest, as a
+    DistilBERT LayerNorm output's outlier channel) -> MatMul -> Gelu -> MatMul; the LayerNorm
+    output is also an output of its own (the residual path, which must stay exact)."""
+    rng = np.random.default_rng(seed)
+    gamma = np.ones(K, dtype=np.float32)
+    gamma[5] = outlier
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(VOCAB, K)).astype(np.float32), "emb"),
+        numpy_helper.from_array(gamma, "gamma"),
+        numpy_helper.from_array(rng.normal(size=K).astype(np.float32) * 0.1, "beta"),
+        numpy_helper.from_array((rng.normal(size=(K, H)) / np.sqrt(K)).astype(np.float32), "w1"),
+        numpy_helper.from_array((rng.normal(size=(H, K)) / np.sqrt(H)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["emb", "ids"], ["e"], name="embed"),
+        helper.make_node("LayerNormalization", ["e", "gamma", "beta"], ["x"], name="ln", axis=-1),
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="up"),
+        helper.make_node("Gelu", ["h"], ["g"], name="gelu", domain="com.microsoft"),
+        helper.make_node("MatMul", ["g", "w2"], ["y"], name="down"),
+    ]
+    if bias_gelu:  # as ORT's fusion writes a Linear layer followed by GELU
+        inits.append(numpy_helper.from_array(rng.normal(size=H).astype(np.float32), "b1"))
+        nodes[3] = helper.make_node(
+            "BiasGelu", ["h", "b1"], ["g"], name="gelu", domain="com.microsoft"
+        )
+    graph = helper.make_graph(
+        nodes,
+        "tiny_norm",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", K]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", K]),
+        ],
+        inits,
+    )
+    return helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+    )
+
+
+def _texts(seed: int = 7, n: int = 40) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [list(rng.integers(0, VOCAB, size=int(rng.integers(3, 12)))) for _ in range(n)]
+
+
+def _calibrated(model: onnx.ModelProto, tmp_path: Path) -> calibrate.Calibration:
+    path = tmp_path / "fp32.onnx"
+    onnx.save(model, str(path))
+    texts: Any = _texts()
+    return calibrate.collect(path, _Ids(), texts)  # type: ignore[arg-type]
+
+
+HIGH = per_token.FIDELITY["high"]
+
+
+def _rewritten(
+    model: onnx.ModelProto,
+    recipe: str,
+    calib: Any = None,
+    refine: per_token.Refinements = per_token.REFINEMENTS,
+) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    per_token.rewrite(out, per_token.RECIPES[recipe], calib, refine)
+    return out
+
+
+def test_statistics_are_those_of_the_gemm_inputs_over_real_tokens(tmp_path: Path) -> None:
+    model = _graph()
+    calib = _calibrated(model, tmp_path)
+    # Every input of a MatMul with a constant weight: the embedding (2 consumers) and the GELU.
+    assert set(calib.inputs) == {"x", "g"}
+    texts = _texts()
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for name in ("x", "g"):
+        probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    sess = _session(probe)
+    seen: dict[str, list[np.ndarray[Any, Any]]] = {"x": [], "g": []}
+    for ids in texts:
+        outs = dict(
+            zip([o.name for o in sess.get_outputs()], sess.run(None, {"ids": [ids]}), strict=True)
+        )
+        for name in seen:
+            seen[name].append(outs[name].reshape(-1, outs[name].shape[-1]).astype(np.float64))
+    assert calib.texts == 40 and calib.tokens == sum(len(t) for t in texts)
+    for name, parts in seen.items():
+        x = np.concatenate(parts)
+        stats = calib.inputs[name]
+        assert stats.rows == x.shape[0]
+        np.testing.assert_allclose(stats.absmax, np.abs(x).max(axis=0), rtol=1e-6)
+        np.testing.assert_allclose(stats.hessian, x.T @ x / x.shape[0], rtol=1e-4, atol=1e-6)
+
+
+def test_error_compensated_rounding_beats_nearest_on_correlated_inputs() -> None:
+    rng = np.random.default_rng(0)
+    k, n = 64, 24
+    mix = rng.normal(size=(k, k))
+    x = rng.normal(size=(4000, k)) @ mix  # strongly correlated channels, as real activations
+    w = rng.normal(size=(k, n)).astype(np.float32)
+    hessian = x.T @ x / x.shape[0]
+    for qmax in (127, 63):
+        nearest, scale = per_token.quantize_weight(w, qmax)
+        gptq, scale_g = per_token.quantize_weight(w, qmax, hessian)
+        assert np.array_equal(scale, scale_g)  # the same scales: only the integers differ
+        assert gptq.dtype == np.int8 and int(np.abs(gptq.astype(np.int32)).max()) <= qmax
+
+        def err(q: np.ndarray[Any, Any], s: np.ndarray[Any, Any] = scale) -> float:
+            return float(np.square(x @ (w - q.astype(np.float64) * s)).mean())
+
+        assert err(gptq) < 0.7 * err(nearest), qmax
+
+
+@pytest.mark.parametrize(
+    ("recipe", "bias_gelu"), [("w7a8", False), ("w8a8", False), ("w7a8", True)]
+)
+def test_outlier_channels_in_fp32_stop_setting_the_rows_scale(
+    recipe: str, bias_gelu: bool, tmp_path: Path
+) -> None:
+    model = _norm_graph(bias_gelu=bias_gelu)
+    calib = _calibrated(model, tmp_path)
+    refined = _rewritten(model, recipe, calib, HIGH)
+    plan = per_token.plan_input("norm", calib.inputs["x"], [np.ones((K, 1))], HIGH)
+    assert plan.apart is not None and 5 in plan.apart.tolist()
+    ops = [n.op_type for n in refined.graph.node]
+    # LayerNorm and GELU outputs: their largest channels gathered, multiplied by fp32 rows.
+    assert ops.count("MatMulIntegerToFloat") == 2 and ops.count("MatMul") == 2
+    # A BiasGelu zeroes its own fp32 channels (no Mul over its output); they are computed again
+    # from the gathered pre-activations.
+    assert ops.count("BiasGelu") == (2 if bias_gelu else 0)
+    assert ops.count("Mul") == 2 + (1 if bias_gelu else 2)  # 2 row scales + the masks
+    ids = np.random.default_rng(1).integers(0, VOCAB, size=(3, 7))
+    (y_ref, _), (y_plain, x_plain), (y_ref2, x_refined) = (
+        _run(model, ids),
+        _run(_rewritten(model, recipe), ids),
+        _run(refined, ids),
+    )
+    assert np.array_equal(x_refined, x_plain)  # the residual path is untouched
+    plain_err = np.abs(y_plain - y_ref).max()
+    refined_err = np.abs(y_ref2 - y_ref).max()
+    assert refined_err < plain_err / 3, (plain_err, refined_err)
+
+
+def test_balanced_fidelity_keeps_gelu_channels_apart_and_smooths_layernorm_outputs(
+    tmp_path: Path,
+) -> None:
+    model = _norm_graph(bias_gelu=True)
+    calib = _calibrated(model, tmp_path)
+    balanced = _rewritten(model, "w7a8", calib)
+    ops = [n.op_type for n in balanced.graph.node]
+    # One fp32 GEMM (the GELU output's channels), no masking pass over the GELU output; the
+    # LayerNorm output is divided by its smoothing factors (one Mul) before quantisation.
+    assert ops.count("MatMul") == 1 and ops.count("BiasGelu") == 2
+    assert ops.count("Mul") == 2 + 1
+    ids = np.random.default_rng(1).integers(0, VOCAB, size=(3, 7))
+    y_ref = _run(model, ids)[0]
+    plain_err = np.abs(_run(_rewritten(model, "w7a8"), ids)[0] - y_ref).max()
+    balanced_err = np.abs(_run(balanced, ids)[0] - y_ref).max()
+    assert balanced_err < plain_err / 2, (plain_err, balanced_err)
+    # The GELU output's fp32 channels are zero there, so they do not set the row's scale.
+    apart = per_token.plan_input(
+        "gelu", calib.inputs["g"], [np.ones((H, 1))], balanced_refine()
+    ).apart
+    assert apart is not None
+    for m in (balanced, plain := _rewritten(model, "w7a8")):
+        m.graph.output.append(helper.make_tensor_value_info("g", TensorProto.FLOAT, None))
+    g_balanced, g_plain = _run(balanced, ids)[-1], _run(plain, ids)[-1]
+    assert np.all(g_balanced[..., apart] == 0.0) and np.any(g_plain[..., apart] != 0.0)
+
+
+def balanced_refine() -> per_token.Refinements:
+    return per_token.FIDELITY["balanced"]
+
+
+@pytest.mark.parametrize("fidelity", sorted(per_token.FIDELITY))
+def test_refined_rewrite_keeps_every_row_its_own(fidelity: str, tmp_path: Path) -> None:
+    model = _norm_graph(bias_gelu=True)
+    refine = per_token.FIDELITY[fidelity]
+    refined = _rewritten(model, "w7a8", _calibrated(model, tmp_path), refine)
+    rng = np.random.default_rng(2)
+    alone = rng.integers(0, VOCAB, size=(1, 5))
+    batch = rng.integers(0, VOCAB, size=(4, 9))
+    batch[2, :5] = alone[0]
+    (y_alone, _), (y_batch, _) = _run(refined, alone), _run(refined, batch)
+    assert np.array_equal(y_batch[2, :5], y_alone[0])
+
+
+def test_refined_avx2_safe_recipe_never_feeds_a_pair_sum_that_saturates(tmp_path: Path) -> None:
+    model = _norm_graph(outlier=400.0, bias_gelu=True)
+    refined = _rewritten(model, "w7a8", _calibrated(model, tmp_path), HIGH)
+    ids = np.concatenate([np.arange(VOCAB), [1, 2, 3]]).reshape(1, -1)
+    per_token_probe = refined
+    assert max(_gemm_operand_maxima(per_token_probe, ids)) <= 32767
+
+
+def test_calibration_text_is_never_the_gates_report_text() -> None:
+    report, _ = agreement.default_texts()
+    calib, where = agreement.calibration_texts()
+    assert len(calib) >= 1000 and not set(calib) & set(report)
+    assert "docstrings" in where
