@@ -18,6 +18,7 @@ the machine's drift hits all alike; ratios are what to read, never absolute figu
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -166,7 +167,7 @@ def measure(
 
 
 def versus_revision(
-    rev: str, out: Path, rounds: int, n_texts: int, target: str
+    rev: str, out: Path, rounds: int, n_texts: int, target: str, fidelity: str = "balanced"
 ) -> list[dict[str, Any]]:
     """This checkout's compiler against revision `rev`'s: the same model built for the same
     target by each, both artifacts served by this checkout's runtime, timed in interleaved
@@ -182,17 +183,20 @@ def versus_revision(
     for size, (source, random_weights) in models.items():
         artifacts: dict[str, Path] = {}
         for side, code in (("this", ROOT), (rev, tree)):
-            dst = out / f"{side}-{size}-{target}"
+            suffix = "" if side == rev else f"-{fidelity}"
+            dst = out / f"{side}-{size}-{target}{suffix}"
             if side == "this" or not (dst / "manifest.json").is_file():
                 cmd = [sys.executable, "-m", "handler", "build", "--model", str(source)]
                 cmd += ["--target", target, "--out", str(dst), "--eval", str(EVAL_A)]
+                if side == "this":
+                    cmd += ["--fidelity", fidelity]
                 if random_weights:
                     cmd += ["--max-accuracy-drop", "100", "--min-agreement", "0"]
                 subprocess.run(cmd, cwd=code, check=True, capture_output=True)
             artifacts[side] = dst
         clfs = {side: Classifier.from_dir(path, threads=1) for side, path in artifacts.items()}
         seconds = interleaved_rounds(
-            {side: (lambda c=c: c.predict(texts)) for side, c in clfs.items()}, rounds
+            {side: functools.partial(c.predict, texts) for side, c in clfs.items()}, rounds
         )
         lat: dict[str, list[float]] = {side: [] for side in clfs}
         for _ in range(20):
@@ -212,6 +216,7 @@ def versus_revision(
             {
                 "size": size,
                 "target": target,
+                "fidelity": fidelity,
                 "recipes": recipes,
                 "texts": len(texts),
                 "texts_per_s": {
@@ -402,6 +407,7 @@ def main() -> int:
         "this runtime), stand-in and DistilBERT-base size, 1 thread",
     )
     parser.add_argument("--target", default=quantize.DEFAULT_TARGET, help="--against: target")
+    parser.add_argument("--fidelity", default="balanced", help="--against: this side's --fidelity")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -428,8 +434,10 @@ def main() -> int:
         return 0
     if args.against:
         out = Path(args.out or RESULTS / "against")
-        results = versus_revision(args.against, out, args.rounds, args.texts, args.target)
-        save(out, f"against-{args.against}-{args.target}.json", results)
+        results = versus_revision(
+            args.against, out, args.rounds, args.texts, args.target, args.fidelity
+        )
+        save(out, f"against-{args.against}-{args.target}-{args.fidelity}.json", results)
         print(render_versus_revision(args.against, results))
         return 0
     out = Path(args.out or RESULTS / "int8")
