@@ -33,9 +33,9 @@ TARGETS: dict[str, Target] = {
     "x86-avx2": Target(
         "x86-avx2",
         "any x86-64, VNNI or not (AVX2-safe recipes only: no VPMADDUBSW saturation)",
-        # w7a8 with the calibrated refinements (per_token.Refinements): on 5,500 out-of-domain
-        # selection texts, 44 flips and score-difference p99 0.036, against 58 / 0.043 for
-        # "mixed" and 61 / 0.046 for w8a7 with the same refinements (docs/building.md).
+        # w7a8 with the calibrated refinements (per_token.Refinements, balanced): on 5,500
+        # out-of-domain selection texts, 64 flips and score-difference p99 0.043, against
+        # 79 / 0.053 for "mixed" and 78 / 0.058 for w8a7 (docs/building.md, Fidelity).
         recipes=("w7a8",),
     ),
     "x86-vnni": Target(

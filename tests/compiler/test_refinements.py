@@ -13,6 +13,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from handler.compiler import agreement, calibrate, per_token
+from handler.compiler.pipeline import BuildOptions, build
+from handler.errors import BuildError
+from tests import tiny
 from tests.compiler.test_per_token import H, K, _gemm_operand_maxima, _graph, _run, _session
 
 VOCAB = 50
@@ -237,3 +240,25 @@ def test_calibration_text_is_never_the_gates_report_text() -> None:
     calib, where = agreement.calibration_texts()
     assert len(calib) >= 1000 and not set(calib) & set(report)
     assert "docstrings" in where
+
+
+@pytest.mark.parametrize("fidelity", sorted(per_token.FIDELITY))
+def test_a_build_records_its_fidelity_and_calibration(fidelity: str, tmp_path: Path) -> None:
+    hub = tiny.make_hub_folder(tmp_path / "hub")
+    eval_tsv = tiny.write_eval(tmp_path / "eval.tsv", None)
+    manifest = build(
+        BuildOptions(model=str(hub), out=tmp_path / "out", eval_path=eval_tsv, fidelity=fidelity)
+    )
+    refined = manifest["quantization"]["refinements"]
+    expected = per_token.FIDELITY[fidelity]
+    assert refined["fidelity"] == fidelity
+    assert refined["fp32_channels_per_input"] == expected.apart
+    assert refined["weight_rounding"].startswith("GPTQ")
+    # The selection part of the labelled data and the docstrings the gate does not report on.
+    assert refined["calibration"]["texts"] >= len(agreement.calibration_texts()[0])
+    assert refined["calibration"]["tokens"] > refined["calibration"]["texts"]
+
+
+def test_an_unknown_fidelity_is_refused_naming_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="balanced, high"):
+        build(BuildOptions(model=str(tmp_path), out=tmp_path / "out", fidelity="max"))
