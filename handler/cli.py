@@ -263,7 +263,7 @@ def parser() -> argparse.ArgumentParser:
         default="balanced",
         help="balanced (default): calibrated int8 at the previous recipe's speed; high: also keep "
         "LayerNorm outputs' outlier channels in fp32, ~20%% fewer label flips on out-of-domain "
-        "text for ~9%% of throughput (docs/building.md, Fidelity)",
+        "text for 8-17%% of throughput (docs/building.md, Fidelity)",
     )
     b.set_defaults(func=cmd_build)
 
