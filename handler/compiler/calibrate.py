@@ -23,11 +23,35 @@ class InputStats:
     absmax: np.ndarray[Any, Any]  # [K] largest |x| per channel (every row)
     gram: np.ndarray[Any, Any]  # [K, K] sum of x^T x over the sampled rows (float64)
     rows: int = 0  # rows in `gram`
+    maximum: np.ndarray[Any, Any] | None = None  # [K] per channel, every row
+    minimum: np.ndarray[Any, Any] | None = None
+    total: np.ndarray[Any, Any] | None = None  # [K] sum of x over every row (float64)
+    count: int = 0  # rows in `total`
+    sampled_total: np.ndarray[Any, Any] | None = None  # [K] sum of x over the sampled rows
 
     @property
     def hessian(self) -> np.ndarray[Any, Any]:
         """The mean of x^T x: the curvature of a GEMM's squared output error in its weights."""
         return self.gram / max(self.rows, 1)
+
+    @property
+    def mean(self) -> np.ndarray[Any, Any]:
+        if self.total is None:
+            return np.zeros_like(self.absmax)
+        return self.total / max(self.count, 1)
+
+    def centred_absmax(self, offset: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """The largest |x - offset| per channel."""
+        if self.maximum is None or self.minimum is None:
+            return self.absmax + np.abs(offset)
+        return np.maximum(self.maximum - offset, offset - self.minimum)
+
+    def centred_hessian(self, offset: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """The mean of (x - offset)^T (x - offset) over the sampled rows."""
+        n = max(self.rows, 1)
+        m = self.sampled_total / n if self.sampled_total is not None else self.mean
+        c = offset.astype(np.float64)
+        return self.gram / n - np.outer(m, c) - np.outer(c, m) + np.outer(c, c)
 
 
 @dataclass
@@ -93,10 +117,24 @@ def collect(graph: Path, tokenizer: TextTokenizer, texts: list[str]) -> Calibrat
             stats = calib.inputs.get(name)
             if stats is None:
                 k = x.shape[1]
-                stats = calib.inputs[name] = InputStats(np.zeros(k), np.zeros((k, k)))
+                stats = calib.inputs[name] = InputStats(
+                    np.zeros(k),
+                    np.zeros((k, k)),
+                    maximum=np.full(k, -np.inf),
+                    minimum=np.full(k, np.inf),
+                    total=np.zeros(k),
+                    sampled_total=np.zeros(k),
+                )
+            assert stats.maximum is not None and stats.minimum is not None
+            assert stats.total is not None and stats.sampled_total is not None
             np.maximum(stats.absmax, np.abs(x).max(axis=0), out=stats.absmax)
+            np.maximum(stats.maximum, x.max(axis=0), out=stats.maximum)
+            np.minimum(stats.minimum, x.min(axis=0), out=stats.minimum)
+            stats.total += x.sum(axis=0, dtype=np.float64)
+            stats.count += x.shape[0]
             sample = x[::stride]
             stats.gram += (sample.T @ sample).astype(np.float64)  # a float32 GEMM
+            stats.sampled_total += sample.sum(axis=0, dtype=np.float64)
             stats.rows += sample.shape[0]
 
     rows = 0

@@ -318,12 +318,25 @@ class Refinements:
       fp32. On GELU outputs the GELU zeroes them itself (a very negative bias): nearly free. On
       LayerNorm outputs ("norm" in `apart_kinds`) it costs a GEMM-output-sized addition per
       GEMM: the `high` fidelity (16 channels), 8-17% of throughput, for ~30% fewer label flips.
+    - `centre`: LayerNorm outputs centred before quantisation, each channel's calibration mean
+      subtracted (DistilBERT's carry channels whose offset is larger than their spread), the
+      mean times the weights added back through the consumers' biases. The subtraction and the
+      smoothing are folded into a second LayerNorm on the same input (gamma / s,
+      (beta - mean) / s) in place of the smoothing's Mul: no pass added. Only where a
+      LayerNormalization with constant gamma and beta computes the input and every consumer
+      has a constant bias of its own. Attention outputs are centred too, for nothing: softmax
+      weights sum to 1, so subtracting c from the value projection's bias subtracts c from
+      the output.
+    - `attention_alpha`: SmoothQuant on attention outputs, folded into the value projection's
+      columns (per-column weight scales: its integers do not change). No node at all.
     """
 
     smooth_alpha: float | None = 0.65
     apart: int = 4
     apart_kinds: tuple[str, ...] = ("gelu",)
     gptq: bool = True
+    centre: bool = True
+    attention_alpha: float | None = None
 
     def describe(self, calibration: Any) -> dict[str, Any]:
         return {
@@ -332,6 +345,8 @@ class Refinements:
             "smoothing_alpha_on_layernorm_outputs": self.smooth_alpha,
             "fp32_channels_per_input": self.apart,
             "fp32_channels_on": [KIND_NAMES[k] for k in self.apart_kinds],
+            "centred": ["layernorm outputs", "attention outputs"] if self.centre else [],
+            "smoothing_alpha_on_attention_outputs": self.attention_alpha,
         }
 
 
@@ -358,25 +373,46 @@ class InputPlan:
     # What the input is multiplied by before quantisation: 1/s, and 0 on the fp32 channels so
     # that they do not set the row's scale.
     divisor: np.ndarray[Any, Any] | None = None
+    # Subtracted from the input before quantisation (0 on the fp32 channels); offset @ W goes
+    # back in through the consumers' biases.
+    offset: np.ndarray[Any, Any] | None = None
 
 
 def plan_input(
-    kind: str, stats: Any, weights: list[np.ndarray[Any, Any]], refine: Refinements
+    kind: str,
+    stats: Any,
+    weights: list[np.ndarray[Any, Any]],
+    refine: Refinements,
+    centrable: bool = False,
+    foldable: bool = False,
 ) -> InputPlan:
-    """The plan for one input from its calibration statistics (None: plain)."""
+    """The plan for one input from its calibration statistics (None: plain). `centrable`: the
+    rewrite can subtract a per-channel offset for free (see `Refinements.centre`);
+    `foldable`: an attention output whose value projection can take the smoothing."""
     if stats is None:
         return InputPlan()
     k = stats.absmax.shape[0]
+    offset = None
+    absmax = stats.absmax
+    if centrable and refine.centre and kind in ("norm", "other"):
+        offset = np.asarray(stats.mean, dtype=np.float64)
+        absmax = stats.centred_absmax(offset)
     apart = None
     if kind in refine.apart_kinds and 0 < refine.apart < k:
-        apart = np.sort(np.argsort(-stats.absmax, kind="stable")[: refine.apart]).astype(np.int64)
+        apart = np.sort(np.argsort(-absmax, kind="stable")[: refine.apart]).astype(np.int64)
+    if offset is not None and apart is not None:  # the fp32 channels keep their own values
+        offset = offset.copy()
+        offset[apart] = 0.0
     smooth = None
-    if kind == "norm" and refine.smooth_alpha is not None:
+    alpha = refine.smooth_alpha if kind == "norm" else None
+    if kind == "other" and foldable:
+        alpha = refine.attention_alpha
+    if alpha is not None:
         wmax = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
-        smooth = _smoothing(stats.absmax, wmax, refine.smooth_alpha)
+        smooth = _smoothing(absmax, wmax, alpha)
     hessian = None
     if refine.gptq:
-        hessian = stats.hessian
+        hessian = stats.hessian if offset is None else stats.centred_hessian(offset)
         if smooth is not None:
             hessian = hessian / np.outer(smooth, smooth)
         if apart is not None:  # those rows are zero in the int8 weight
@@ -388,7 +424,7 @@ def plan_input(
         divisor = (1.0 / smooth if smooth is not None else np.ones(k)).astype(np.float32)
         if apart is not None:
             divisor[apart] = 0.0
-    return InputPlan(smooth, apart, hessian, divisor)
+    return InputPlan(smooth, apart, hessian, divisor, offset)
 
 
 @dataclass(frozen=True)
@@ -454,6 +490,51 @@ def rewrite(
     if not groups:
         return 0
 
+    readers: dict[str, list[Any]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            readers[name].append(node)
+
+    def update(name: str, value: np.ndarray[Any, Any]) -> None:
+        inits[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
+
+    # Every input's plan first: centring and smoothing change constants (biases, the value
+    # projection's weights) that GEMMs earlier in the graph read.
+    plans: dict[str, tuple[str, InputPlan, Any]] = {}
+    for src, members in groups.items():
+        kind = input_kind(_source_op(producer, src))
+        stats = calibration.inputs.get(src) if calibration is not None else None
+        weights = [numpy_helper.to_array(inits[m.input[1]]) for m in members]
+        norm = value = None
+        if stats is not None and kind == "norm":
+            norm = _layernorm_source(producer, src, inits, weights[0].shape[0])
+        elif stats is not None and kind == "other":
+            value = _value_projection(producer, src, inits, readers, members)
+        biases = None
+        if norm is not None or value is not None:
+            biases = _own_biases(members, readers, inits)
+        plan = plan_input(
+            kind, stats, weights, refine, centrable=biases is not None, foldable=value is not None
+        )
+        if plan.offset is not None and biases is not None:  # x W = (x - c) W + c W
+            for w, bias_name in zip(weights, biases, strict=True):
+                b = numpy_helper.to_array(inits[bias_name]).astype(np.float64)
+                update(bias_name, b + plan.offset @ w.astype(np.float64))
+        if value is not None and (plan.offset is not None or plan.smooth is not None):
+            # The attention output moves with its values: (a - c) / s from V's columns.
+            w_name, b_name, cols = value
+            w = numpy_helper.to_array(inits[w_name]).astype(np.float64)
+            b = numpy_helper.to_array(inits[b_name]).astype(np.float64)
+            if plan.offset is not None:
+                b[cols] -= plan.offset
+            if plan.smooth is not None:
+                w[:, cols] /= plan.smooth
+                b[cols] /= plan.smooth
+            update(w_name, w)
+            update(b_name, b)
+            plan = replace(plan, divisor=None)
+        plans[src] = (kind, plan, norm)
+
     rw = _Rewriter(model, recipe)
     quantised: dict[str, Quantised] = {}
     out_nodes: list[Any] = []
@@ -463,10 +544,7 @@ def rewrite(
             continue
         src = node.input[0]
         if src not in quantised:  # the first consumer: quantise the input once for all of them
-            kind = input_kind(_source_op(producer, src))
-            stats = calibration.inputs.get(src) if calibration is not None else None
-            weights = [numpy_helper.to_array(inits[m.input[1]]) for m in groups[src]]
-            plan = plan_input(kind, stats, weights, refine)
+            kind, plan, norm = plans[src]
             tag = f"pt/a{len(quantised)}"
             apart = ""
             if plan.apart is not None:
@@ -505,7 +583,12 @@ def rewrite(
                     out_nodes.append(
                         helper.make_node("Gather", [src, index], [apart], name=apart, axis=-1)
                     )
-            nodes, q, amax, step, zp = rw.quantise_input(src, tag, kind, plan.divisor)
+            source, divisor = src, plan.divisor
+            if norm is not None and (divisor is not None or plan.offset is not None):
+                # (y - c) / s from the LayerNorm's own input: one node, in place of the Mul.
+                out_nodes += _second_layernorm(rw, inits, norm, plan, f"{tag}/smoothed")
+                source, divisor = f"{tag}/smoothed", None
+            nodes, q, amax, step, zp = rw.quantise_input(source, tag, kind, divisor)
             out_nodes.extend(nodes)
             quantised[src] = Quantised(q, amax, step, zp, kind, plan, apart)
         weight = numpy_helper.to_array(inits[node.input[1]])
@@ -523,6 +606,151 @@ def rewrite(
     if not any(op.domain == "com.microsoft" for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return sum(len(m) for m in groups.values())
+
+
+def _layernorm_source(
+    producer: dict[str, Any], name: str, inits: dict[str, Any], k: int
+) -> tuple[Any, list[Any]] | None:
+    """(LayerNormalization, the Slices after it) when `name` is a LayerNormalization's output
+    over the last axis with constant gamma ([k]) and beta, seen through Slices that keep every
+    channel (rows.py's, on the sequence axis); else None."""
+    from onnx import numpy_helper
+
+    slices = []
+    node = producer.get(name)
+    while node is not None and node.op_type == "Slice":
+        axes = inits.get(node.input[3]) if len(node.input) > 3 else None
+        steps = inits.get(node.input[4]) if len(node.input) > 4 and node.input[4] else None
+        if axes is None or -1 in numpy_helper.to_array(axes).tolist():
+            return None
+        if steps is not None and np.any(numpy_helper.to_array(steps) != 1):
+            return None
+        slices.append(node)
+        name = node.input[0]
+        node = producer.get(name)
+    if node is None or node.op_type != "LayerNormalization" or node.domain not in ("", "ai.onnx"):
+        return None
+    if node.output[0] != name or any(a.name == "axis" and a.i != -1 for a in node.attribute):
+        return None
+    gamma = inits.get(node.input[1])
+    beta_name = node.input[2] if len(node.input) > 2 else ""
+    if gamma is None or list(gamma.dims) != [k] or (beta_name and beta_name not in inits):
+        return None
+    return node, slices[::-1]
+
+
+def _value_projection(
+    producer: dict[str, Any],
+    name: str,
+    inits: dict[str, Any],
+    readers: dict[str, list[Any]],
+    members: list[Any],
+) -> tuple[str, str, slice] | None:
+    """(weight, bias, columns) of the value projection of the MultiHeadAttention whose output
+    is `name`, when changing them changes nothing else: V read by that attention alone, a
+    MatMul + bias Add (or the merged Q/K/V one and a Split) read by nothing else, and the
+    output read only by `members`. Else None."""
+    from onnx import numpy_helper
+
+    if {id(n) for n in readers[name]} != {id(m) for m in members}:
+        return None
+    mha = producer.get(name)
+    while mha is not None and mha.op_type == "Slice":  # rows.py's cut: rows of the same
+        if len(readers[mha.input[0]]) != 1:
+            return None
+        mha = producer.get(mha.input[0])
+    if mha is None or mha.op_type != "MultiHeadAttention" or mha.domain != "com.microsoft":
+        return None
+    if len(mha.input) < 3 or not mha.input[1] or not mha.input[2]:
+        return None
+    if len(mha.input) > 3 and mha.input[3]:  # a bias input of its own: not handled
+        return None
+    v = mha.input[2]
+    if len(readers[v]) != 1:
+        return None
+    node = producer.get(v)
+    cols: slice | None = None
+    if node is not None and node.op_type == "Split":
+        sizes = inits.get(node.input[1]) if len(node.input) > 1 else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if sizes is None or axis != -1:
+            return None
+        widths = numpy_helper.to_array(sizes).tolist()
+        j = list(node.output).index(v)
+        cols = slice(int(sum(widths[:j])), int(sum(widths[: j + 1])))
+        if len(readers[node.input[0]]) != 1:
+            return None
+        node = producer.get(node.input[0])
+    if node is None or node.op_type != "Add":
+        return None
+    bias_name = next((i for i in node.input if i in inits), "")
+    other = next((i for i in node.input if i != bias_name), "")
+    matmul = producer.get(other)
+    if not bias_name or matmul is None or matmul.op_type != "MatMul":
+        return None
+    w_name = matmul.input[1]
+    if w_name not in inits or len(readers[w_name]) != 1 or len(readers[bias_name]) != 1:
+        return None
+    if len(readers[other]) != 1:
+        return None
+    n = inits[w_name].dims[1]
+    if list(inits[bias_name].dims) != [n]:
+        return None
+    return w_name, bias_name, cols if cols is not None else slice(0, n)
+
+
+def _own_biases(members: list[Any], readers: dict[str, list[Any]], inits: dict[str, Any]) -> Any:
+    """Each GEMM's constant bias ([N], read by nothing else): the Add or BiasGelu that is its
+    output's only reader. None unless every GEMM in `members` has one."""
+    from onnx import TensorProto
+
+    names = []
+    for m in members:
+        users = readers[m.output[0]]
+        if len(users) != 1 or users[0].op_type not in ("Add", "BiasGelu"):
+            return None
+        user = users[0]
+        if user.op_type == "BiasGelu" and user.input[0] != m.output[0]:
+            return None
+        bias_name = next((i for i in user.input if i != m.output[0]), "")
+        bias = inits.get(bias_name)
+        n = inits[m.input[1]].dims[1]
+        if (
+            bias is None
+            or bias.data_type != TensorProto.FLOAT
+            or list(bias.dims) != [n]
+            or len(readers[bias_name]) != 1
+        ):
+            return None
+        names.append(bias_name)
+    return names
+
+
+def _second_layernorm(
+    rw: _Rewriter, inits: dict[str, Any], norm: tuple[Any, list[Any]], plan: InputPlan, out: str
+) -> list[Any]:
+    """A LayerNormalization on the first one's input (sliced as its output was) computing
+    (y - offset) * divisor: gamma * divisor, (beta - offset) * divisor."""
+    ln, slices = norm
+    helper, numpy_helper = rw.helper, rw.numpy_helper
+    gamma = numpy_helper.to_array(inits[ln.input[1]]).astype(np.float64)
+    beta_name = ln.input[2] if len(ln.input) > 2 else ""
+    beta = numpy_helper.to_array(inits[beta_name]).astype(np.float64) if beta_name else 0 * gamma
+    divisor = plan.divisor.astype(np.float64) if plan.divisor is not None else 1.0 + 0 * gamma
+    offset = plan.offset if plan.offset is not None else 0 * gamma
+    nodes = []
+    data = ln.input[0]
+    for i, sl in enumerate(slices):
+        nodes.append(
+            helper.make_node("Slice", [data, *sl.input[1:]], [f"{out}/in{i}"], name=f"{out}/in{i}")
+        )
+        data = f"{out}/in{i}"
+    g = rw.const(f"{out}/gamma", (gamma * divisor).astype(np.float32))
+    b = rw.const(f"{out}/beta", ((beta - offset) * divisor).astype(np.float32))
+    second = helper.make_node("LayerNormalization", [data, g, b], [out], name=out)
+    second.attribute.extend(ln.attribute)
+    nodes.append(second)
+    return nodes
 
 
 def _smoothing(

@@ -4,6 +4,7 @@ outlier channels kept in fp32, smoothing; still row-independent and AVX2-safe.""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +39,27 @@ class _Row:
         self.length = len(ids)
 
 
-def _norm_graph(outlier: float = 40.0, seed: int = 0, bias_gelu: bool = False) -> onnx.ModelProto:
+def _norm_graph(
+    outlier: float = 40.0,
+    seed: int = 0,
+    bias_gelu: bool = False,
+    offset: float = 0.0,
+    sliced: bool = False,
+) -> onnx.ModelProto:
     """ids -> embedding -> LayerNorm (one channel's gamma `outlier` times the rest, as a
-    DistilBERT LayerNorm output's outlier channel) -> MatMul -> Gelu -> MatMul; the LayerNorm
-    output is also an output of its own (the residual path, which must stay exact)."""
+    DistilBERT LayerNorm output's outlier channel; another's beta `offset`, a channel whose
+    offset is larger than its spread) -> MatMul -> Gelu -> MatMul; the LayerNorm output is
+    also an output of its own (the residual path, which must stay exact). `sliced`: the first
+    MatMul reads the first token's row only, through a Slice (as rows.py writes it)."""
     rng = np.random.default_rng(seed)
     gamma = np.ones(K, dtype=np.float32)
     gamma[5] = outlier
+    beta = rng.normal(size=K).astype(np.float32) * 0.1
+    beta[9] += offset
     inits = [
         numpy_helper.from_array(rng.normal(size=(VOCAB, K)).astype(np.float32), "emb"),
         numpy_helper.from_array(gamma, "gamma"),
-        numpy_helper.from_array(rng.normal(size=K).astype(np.float32) * 0.1, "beta"),
+        numpy_helper.from_array(beta, "beta"),
         numpy_helper.from_array((rng.normal(size=(K, H)) / np.sqrt(K)).astype(np.float32), "w1"),
         numpy_helper.from_array((rng.normal(size=(H, K)) / np.sqrt(H)).astype(np.float32), "w2"),
     ]
@@ -64,12 +75,17 @@ def _norm_graph(outlier: float = 40.0, seed: int = 0, bias_gelu: bool = False) -
         nodes[3] = helper.make_node(
             "BiasGelu", ["h", "b1"], ["g"], name="gelu", domain="com.microsoft"
         )
+    if sliced:
+        for name, value in (("starts", 0), ("ends", 1), ("axes", 1)):
+            inits.append(numpy_helper.from_array(np.array([value], dtype=np.int64), name))
+        nodes.insert(2, helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["x0"]))
+        nodes[3].input[0] = "x0"
     graph = helper.make_graph(
         nodes,
         "tiny_norm",
         [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
         [
-            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", K]),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", None, K]),
             helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", K]),
         ],
         inits,
@@ -132,6 +148,13 @@ def test_statistics_are_those_of_the_gemm_inputs_over_real_tokens(tmp_path: Path
         assert stats.rows == x.shape[0]
         np.testing.assert_allclose(stats.absmax, np.abs(x).max(axis=0), rtol=1e-6)
         np.testing.assert_allclose(stats.hessian, x.T @ x / x.shape[0], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(stats.mean, x.mean(axis=0), rtol=1e-5, atol=1e-6)
+        c = x.mean(axis=0) + 0.25
+        np.testing.assert_allclose(stats.centred_absmax(c), np.abs(x - c).max(axis=0), rtol=1e-6)
+        xc = x - c
+        expected = xc.T @ xc / x.shape[0]  # (the gram is summed in float32: scale the atol)
+        atol = 1e-5 * float(np.abs(expected).max())
+        np.testing.assert_allclose(stats.centred_hessian(c), expected, rtol=1e-4, atol=atol)
 
 
 def test_error_compensated_rounding_beats_nearest_on_correlated_inputs() -> None:
@@ -170,7 +193,10 @@ def test_outlier_channels_in_fp32_stop_setting_the_rows_scale(
     # A BiasGelu zeroes its own fp32 channels (no Mul over its output); they are computed again
     # from the gathered pre-activations.
     assert ops.count("BiasGelu") == (2 if bias_gelu else 0)
-    assert ops.count("Mul") == 2 + (1 if bias_gelu else 2)  # 2 row scales + the masks
+    # 2 row scales + the GELU output's mask; the LayerNorm output's channels are masked (and
+    # the rest smoothed) by a second LayerNorm on its input, in place of a Mul.
+    assert ops.count("Mul") == 2 + (0 if bias_gelu else 1)
+    assert ops.count("LayerNormalization") == 2
     ids = np.random.default_rng(1).integers(0, VOCAB, size=(3, 7))
     (y_ref, _), (y_plain, x_plain), (y_ref2, x_refined) = (
         _run(model, ids),
@@ -191,9 +217,9 @@ def test_balanced_fidelity_keeps_gelu_channels_apart_and_smooths_layernorm_outpu
     balanced = _rewritten(model, "w7a8", calib)
     ops = [n.op_type for n in balanced.graph.node]
     # One fp32 GEMM (the GELU output's channels), no masking pass over the GELU output; the
-    # LayerNorm output is divided by its smoothing factors (one Mul) before quantisation.
+    # LayerNorm output is centred and smoothed by a second LayerNorm (no Mul) before quantisation.
     assert ops.count("MatMul") == 1 and ops.count("BiasGelu") == 2
-    assert ops.count("Mul") == 2 + 1
+    assert ops.count("Mul") == 2 and ops.count("LayerNormalization") == 2
     ids = np.random.default_rng(1).integers(0, VOCAB, size=(3, 7))
     y_ref = _run(model, ids)[0]
     plain_err = np.abs(_run(_rewritten(model, "w7a8"), ids)[0] - y_ref).max()
@@ -208,6 +234,126 @@ def test_balanced_fidelity_keeps_gelu_channels_apart_and_smooths_layernorm_outpu
         m.graph.output.append(helper.make_tensor_value_info("g", TensorProto.FLOAT, None))
     g_balanced, g_plain = _run(balanced, ids)[-1], _run(plain, ids)[-1]
     assert np.all(g_balanced[..., apart] == 0.0) and np.any(g_plain[..., apart] != 0.0)
+
+
+@pytest.mark.parametrize("sliced", [False, True])
+def test_centring_moves_layernorm_offsets_into_the_bias(sliced: bool, tmp_path: Path) -> None:
+    # Channel 9 sits near 12 on every token: it sets each row's scale until it is centred.
+    model = _norm_graph(outlier=1.0, bias_gelu=True, offset=12.0, sliced=sliced)
+    calib = _calibrated(model, tmp_path)
+    uncentred = per_token.Refinements(centre=False)
+    plan = per_token.plan_input(
+        "norm", calib.inputs["x0" if sliced else "x"], [np.ones((K, 1))], balanced_refine(), True
+    )
+    assert plan.offset is not None and abs(plan.offset[9] - 12.0) < 1.0
+    centred = _rewritten(model, "w7a8", calib)
+    # The offset times the weights is in the GEMM's bias; the LayerNorm's output is unchanged.
+    b1 = numpy_helper.to_array(next(i for i in centred.graph.initializer if i.name == "b1"))
+    b1_before = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "b1"))
+    w1 = numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "w1"))
+    live = b1 > per_token.GELU_OFF / 2  # (the GELU output's fp32 channels are switched off)
+    assert 0 < (~live).sum() <= balanced_refine().apart
+    np.testing.assert_allclose((b1 - b1_before)[live], (plan.offset @ w1)[live], rtol=1e-4)
+    ids = np.random.default_rng(1).integers(0, VOCAB, size=(3, 7))
+    (y_ref, _), (_, x_c) = _run(model, ids), _run(centred, ids)
+    assert np.array_equal(x_c, _run(_rewritten(model, "w7a8", calib, uncentred), ids)[1])
+    # Centring alone (no smoothing, no fp32 channels), against the same without it.
+    alone = per_token.Refinements(smooth_alpha=None, apart=0)
+    y_c = _run(_rewritten(model, "w7a8", calib, alone), ids)[0]
+    y_u = _run(_rewritten(model, "w7a8", calib, replace(alone, centre=False)), ids)[0]
+    err_c, err_u = np.abs(y_c - y_ref).mean(), np.abs(y_u - y_ref).mean()
+    assert err_c < err_u / 2, (err_c, err_u)
+
+
+def test_no_centring_without_a_bias_to_take_the_offset(tmp_path: Path) -> None:
+    model = _norm_graph(outlier=1.0, offset=12.0)  # MatMul -> Gelu: no bias after the GEMM
+    calib = _calibrated(model, tmp_path)
+    rewritten = _rewritten(model, "w7a8", calib)
+    after = {i.name: numpy_helper.to_array(i) for i in rewritten.graph.initializer}
+    norms = [n for n in rewritten.graph.node if n.op_type == "LayerNormalization"]
+    assert len(norms) == 2 and norms[0].name == "ln"
+    # The second LayerNorm smooths only (beta / s): channel 9's offset is still in it.
+    assert after[norms[1].input[2]][9] > 1.0
+    ids = np.random.default_rng(1).integers(0, VOCAB, size=(2, 5))
+    np.testing.assert_allclose(_run(rewritten, ids)[0], _run(model, ids)[0], atol=0.2)
+
+
+def _attention_graph(offset: float = 12.0, seed: int = 0) -> onnx.ModelProto:
+    """ids -> embedding -> Q, K, V projections (V's channel 3 offset by `offset` on every
+    token) -> MultiHeadAttention -> output projection with a bias."""
+    rng = np.random.default_rng(seed)
+
+    def w(name: str, *shape: int, scale: float = 1.0) -> Any:
+        return numpy_helper.from_array((rng.normal(size=shape) * scale).astype(np.float32), name)
+
+    bv = rng.normal(size=K).astype(np.float32) * 0.1
+    bv[3] += offset
+    inits = [
+        w("emb", VOCAB, K),
+        *(w(f"w{p}", K, K, scale=K**-0.5) for p in "qkvo"),
+        *(w(f"b{p}", K, scale=0.1) for p in "qko"),
+        numpy_helper.from_array(bv, "bv"),
+    ]
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["x"], name="embed")]
+    for p in "qkv":
+        nodes += [
+            helper.make_node("MatMul", ["x", f"w{p}"], [f"{p}0"], name=f"{p}_mm"),
+            helper.make_node("Add", [f"{p}0", f"b{p}"], [p], name=f"{p}_add"),
+        ]
+    nodes += [
+        helper.make_node(
+            "MultiHeadAttention", ["q", "k", "v"], ["a"], domain="com.microsoft", num_heads=2
+        ),
+        helper.make_node("MatMul", ["a", "wo"], ["o0"], name="o_mm"),
+        helper.make_node("Add", ["o0", "bo"], ["y"], name="o_add"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_attention",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", K])],
+        inits,
+    )
+    return helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+    )
+
+
+def test_attention_outputs_are_centred_through_the_value_projection(tmp_path: Path) -> None:
+    model = _attention_graph()
+    calib = _calibrated(model, tmp_path)
+    centred = _rewritten(model, "w7a8", calib)
+    plain = _rewritten(model, "w7a8", calib, per_token.Refinements(centre=False))
+    ops = [n.op_type for n in centred.graph.node]
+    assert ops == [n.op_type for n in plain.graph.node]  # no node added
+    after = {i.name: numpy_helper.to_array(i) for i in centred.graph.initializer}
+    before = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    offset = calib.inputs["a"].mean
+    # Q, K and V are one GEMM now: V's part of the merged bias carries -c, the output's +c Wo.
+    merged = next(v for k, v in after.items() if k.endswith("/bias") and v.shape == (3 * K,))
+    np.testing.assert_allclose(merged[2 * K :], before["bv"] - offset, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(merged[: 2 * K], np.concatenate([before["bq"], before["bk"]]))
+    np.testing.assert_allclose(after["bo"], before["bo"] + offset @ before["wo"], rtol=1e-4)
+    ids = np.random.default_rng(1).integers(0, VOCAB, size=(3, 7))
+    y_ref = _run(model, ids)[0]
+    err_c = np.abs(_run(centred, ids)[0] - y_ref).mean()
+    err_u = np.abs(_run(plain, ids)[0] - y_ref).mean()
+    assert err_c < err_u / 2, (err_c, err_u)
+
+
+def test_attention_smoothing_goes_into_the_value_columns(tmp_path: Path) -> None:
+    model = _attention_graph(offset=0.0)
+    calib = _calibrated(model, tmp_path)
+    refine = per_token.Refinements(centre=False, attention_alpha=0.5)
+    smoothed = _rewritten(model, "w8a8", calib, refine)
+    plain = _rewritten(model, "w8a8", calib, per_token.Refinements(centre=False))
+    assert [n.op_type for n in smoothed.graph.node] == [n.op_type for n in plain.graph.node]
+    ids = np.random.default_rng(1).integers(0, VOCAB, size=(2, 6))
+    y_ref = _run(model, ids)[0]
+    # Exact in fp32: the answers stay as close to fp32 as the plain rewrite's.
+    err_s = np.abs(_run(smoothed, ids)[0] - y_ref).max()
+    assert err_s < 2 * np.abs(_run(plain, ids)[0] - y_ref).max() + 1e-3
 
 
 def balanced_refine() -> per_token.Refinements:
