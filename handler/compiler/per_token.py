@@ -21,8 +21,10 @@ Weights are symmetric int8 per output column. `MatMulIntegerToFloat` is an onnxr
 op with a kernel on every CPU; everything else is standard ONNX.
 
 With calibration statistics (handler/compiler/calibrate.py) the rewrite also rounds weights with
-error compensation (GPTQ), smooths LayerNorm outputs (SmoothQuant) and keeps each input's
-largest channels out of its row scale, multiplied in fp32 (`Refinements`, `FIDELITY`). All of it
+error compensation (GPTQ), centres LayerNorm and attention outputs on their calibration means
+(the means times the weights back through the biases), smooths LayerNorm outputs (SmoothQuant)
+and keeps each input's largest channels out of its row scale, multiplied in fp32
+(`Refinements`, `FIDELITY`). All of it
 is per row or constant, so rows stay independent; the integer ranges are the recipe's, so an
 AVX2-safe recipe stays AVX2-safe.
 
@@ -465,8 +467,10 @@ def rewrite(
     calibration: Any = None,
     refine: Refinements = REFINEMENTS,
     embeddings: str = "fp16",
+    report: dict[str, Any] | None = None,
 ) -> int:
     """Rewrite `model` (an onnx ModelProto) in place; returns how many MatMuls were quantised.
+    `report` (if given) gets how many inputs of each kind were centred.
 
     `calibration` (handler/compiler/calibrate.py, collected on this graph) enables `refine`;
     without it every GEMM input is quantised plainly."""
@@ -534,6 +538,10 @@ def rewrite(
             update(b_name, b)
             plan = replace(plan, divisor=None)
         plans[src] = (kind, plan, norm)
+        if report is not None and plan.offset is not None:
+            what = "attention outputs" if value is not None else KIND_NAMES[kind]
+            centred = report.setdefault("inputs_centred", {})
+            centred[what] = centred.get(what, 0) + 1
 
     rw = _Rewriter(model, recipe)
     quantised: dict[str, Quantised] = {}
@@ -979,12 +987,17 @@ def quantize_file(
     import onnx
 
     model = onnx.load(str(src))
-    count = rewrite(model, recipe, calibration, refine)
+    done: dict[str, Any] = {}
+    count = rewrite(model, recipe, calibration, refine, report=done)
     onnx.save(model, str(dst))
     out = {**recipe.describe(), "matmuls_quantized": count}
     if calibration is not None:
         name = next((n for n, r in FIDELITY.items() if r == refine), "custom")
-        out["refinements"] = {"fidelity": name, **refine.describe(calibration)}
+        out["refinements"] = {
+            "fidelity": name,
+            **refine.describe(calibration),
+            "inputs_centred": done.get("inputs_centred", {}),
+        }
     return out
 
 

@@ -61,6 +61,10 @@ def test_manifest_records_source_target_checksums_and_gate(standin_built: Path) 
     assert refined["calibration"]["texts"] > 1000 and refined["calibration"]["gemm_inputs"] == 24
     assert refined["fp32_channels_per_input"] == 4
     assert refined["fp32_channels_on"] == ["gelu outputs"]
+    assert refined["centred"] == ["layernorm outputs", "attention outputs"]
+    # What was: every LayerNorm output a GEMM reads (the embeddings' and 11 of the 12 in the
+    # layers: the last one feeds the classifier's 2-D Gemm) and every attention output.
+    assert refined["inputs_centred"] == {"layernorm outputs": 12, "attention outputs": 6}
     assert manifest["labels"] == ["NEGATIVE", "POSITIVE"]
     assert manifest["max_length"] == 512
     assert manifest["graph_inputs"] == ["input_ids", "attention_mask"]

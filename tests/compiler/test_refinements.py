@@ -403,6 +403,10 @@ def test_a_build_records_its_fidelity_and_calibration(fidelity: str, tmp_path: P
     # The selection part of the labelled data and the docstrings the gate does not report on.
     assert refined["calibration"]["texts"] >= len(agreement.calibration_texts()[0])
     assert refined["calibration"]["tokens"] > refined["calibration"]["texts"]
+    # What was done, not what could have been: the tiny model (mean-pooled embeddings, a
+    # linear head) has no LayerNorm or attention output to centre. (The stand-in's: see
+    # tests/compiler/test_build_standin.py.)
+    assert refined["inputs_centred"] == {}
 
 
 def test_an_unknown_fidelity_is_refused_naming_the_choices(tmp_path: Path) -> None:
