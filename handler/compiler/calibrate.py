@@ -43,8 +43,8 @@ class InputStats:
     def centred_absmax(self, offset: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """The largest |x - offset| per channel."""
         if self.maximum is None or self.minimum is None:
-            return self.absmax + np.abs(offset)
-        return np.maximum(self.maximum - offset, offset - self.minimum)
+            return np.asarray(self.absmax + np.abs(offset))
+        return np.asarray(np.maximum(self.maximum - offset, offset - self.minimum))
 
     def centred_hessian(self, offset: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """The mean of (x - offset)^T (x - offset) over the sampled rows."""
