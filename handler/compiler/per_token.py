@@ -502,16 +502,33 @@ def rewrite(
     def update(name: str, value: np.ndarray[Any, Any]) -> None:
         inits[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
 
+    def private(name: str, user: Any) -> str:
+        """`name` as read by `user` alone: a copy when other nodes read it too."""
+        if len(readers[name]) == 1:
+            return name
+        copy = f"{name}/own{len(graph.initializer)}"
+        graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[name]), copy))
+        inits[copy] = graph.initializer[-1]
+        user.input[list(user.input).index(name)] = copy
+        readers[name] = [n for n in readers[name] if n is not user]
+        readers[copy] = [user]
+        return copy
+
+    def add_to(name: str, user: Any, delta: np.ndarray[Any, Any]) -> None:
+        name = private(name, user)
+        update(name, numpy_helper.to_array(inits[name]).astype(np.float64) + delta)
+
     # Every input's plan first: centring and smoothing change constants (biases, the value
     # projection's weights) that GEMMs earlier in the graph read.
-    plans: dict[str, tuple[str, InputPlan, Any]] = {}
+    outputs = {o.name for o in graph.output}
+    plans: dict[str, tuple[str, InputPlan]] = {}
     for src, members in groups.items():
         kind = input_kind(_source_op(producer, src))
         stats = calibration.inputs.get(src) if calibration is not None else None
         weights = [numpy_helper.to_array(inits[m.input[1]]) for m in members]
         norm = value = None
         if stats is not None and kind == "norm":
-            norm = _layernorm_source(producer, src, inits, weights[0].shape[0])
+            norm = _layernorm_shift(producer, src, inits, readers, members, outputs)
         elif stats is not None and kind == "other":
             value = _value_projection(producer, src, inits, readers, members)
         biases = None
@@ -521,9 +538,15 @@ def rewrite(
             kind, stats, weights, refine, centrable=biases is not None, foldable=value is not None
         )
         if plan.offset is not None and biases is not None:  # x W = (x - c) W + c W
-            for w, bias_name in zip(weights, biases, strict=True):
-                b = numpy_helper.to_array(inits[bias_name]).astype(np.float64)
-                update(bias_name, b + plan.offset @ w.astype(np.float64))
+            for w, (user, bias_name) in zip(weights, biases, strict=True):
+                add_to(bias_name, user, plan.offset @ w.astype(np.float64))
+        if plan.offset is not None and norm is not None:
+            # The LayerNorm writes y - c (its beta); the residual gets c back from the bias of
+            # the sublayer output it is added to.
+            ln, partners = norm
+            add_to(ln.input[2], ln, -plan.offset)
+            for add, bias_name in partners:
+                add_to(bias_name, add, plan.offset)
         if value is not None and (plan.offset is not None or plan.smooth is not None):
             # The attention output moves with its values: (a - c) / s from V's columns.
             w_name, b_name, cols = value
@@ -537,7 +560,7 @@ def rewrite(
             update(w_name, w)
             update(b_name, b)
             plan = replace(plan, divisor=None)
-        plans[src] = (kind, plan, norm)
+        plans[src] = (kind, plan)
         if report is not None and plan.offset is not None:
             what = "attention outputs" if value is not None else KIND_NAMES[kind]
             centred = report.setdefault("inputs_centred", {})
@@ -552,7 +575,7 @@ def rewrite(
             continue
         src = node.input[0]
         if src not in quantised:  # the first consumer: quantise the input once for all of them
-            kind, plan, norm = plans[src]
+            kind, plan = plans[src]
             tag = f"pt/a{len(quantised)}"
             apart = ""
             if plan.apart is not None:
@@ -591,12 +614,7 @@ def rewrite(
                     out_nodes.append(
                         helper.make_node("Gather", [src, index], [apart], name=apart, axis=-1)
                     )
-            source, divisor = src, plan.divisor
-            if norm is not None and (divisor is not None or plan.offset is not None):
-                # (y - c) / s from the LayerNorm's own input: one node, in place of the Mul.
-                out_nodes += _second_layernorm(rw, inits, norm, plan, f"{tag}/smoothed")
-                source, divisor = f"{tag}/smoothed", None
-            nodes, q, amax, step, zp = rw.quantise_input(source, tag, kind, divisor)
+            nodes, q, amax, step, zp = rw.quantise_input(src, tag, kind, plan.divisor)
             out_nodes.extend(nodes)
             quantised[src] = Quantised(q, amax, step, zp, kind, plan, apart)
         weight = numpy_helper.to_array(inits[node.input[1]])
@@ -616,35 +634,62 @@ def rewrite(
     return sum(len(m) for m in groups.values())
 
 
-def _layernorm_source(
-    producer: dict[str, Any], name: str, inits: dict[str, Any], k: int
-) -> tuple[Any, list[Any]] | None:
-    """(LayerNormalization, the Slices after it) when `name` is a LayerNormalization's output
-    over the last axis with constant gamma ([k]) and beta, seen through Slices that keep every
-    channel (rows.py's, on the sequence axis); else None."""
-    from onnx import numpy_helper
+def _layernorm_shift(
+    producer: dict[str, Any],
+    name: str,
+    inits: dict[str, Any],
+    readers: dict[str, list[Any]],
+    members: list[Any],
+    outputs: set[str],
+) -> tuple[Any, list[tuple[Any, str]]] | None:
+    """(the LayerNormalization, the residual Adds' bias Adds) when `name` is the output of a
+    LayerNormalization over the last axis with a constant beta, and its every other reader
+    (through Slices on other axes) is a residual Add whose other operand is `X + bias` read by
+    nothing else: then y - c can be written by the LayerNorm itself (beta - c) and c added back
+    to `bias`, so that every residual sum stays as it was. Else None."""
+    from onnx import TensorProto, numpy_helper
 
-    slices = []
-    node = producer.get(name)
-    while node is not None and node.op_type == "Slice":
-        axes = inits.get(node.input[3]) if len(node.input) > 3 else None
-        steps = inits.get(node.input[4]) if len(node.input) > 4 and node.input[4] else None
-        if axes is None or -1 in numpy_helper.to_array(axes).tolist():
+    ln = producer.get(name)
+    if ln is None or ln.op_type != "LayerNormalization" or ln.domain not in ("", "ai.onnx"):
+        return None
+    if ln.output[0] != name or any(a.name == "axis" and a.i != -1 for a in ln.attribute):
+        return None
+    k = inits[members[0].input[1]].dims[0]
+    if len(ln.input) < 3 or ln.input[2] not in inits or list(inits[ln.input[2]].dims) != [k]:
+        return None
+    if name in outputs:
+        return None
+    ours = {id(m) for m in members}
+    partners = []
+    for reader in readers[name]:
+        if id(reader) in ours:
+            continue
+        through, node = name, reader
+        while node.op_type == "Slice" and node.input[0] == through:
+            axes = inits.get(node.input[3]) if len(node.input) > 3 else None
+            steps = inits.get(node.input[4]) if len(node.input) > 4 and node.input[4] else None
+            if axes is None or -1 in numpy_helper.to_array(axes).tolist():
+                return None
+            if steps is not None and np.any(numpy_helper.to_array(steps) != 1):
+                return None
+            through = node.output[0]
+            if through in outputs or len(readers[through]) != 1:
+                return None
+            node = readers[through][0]
+        if node.op_type != "Add" or list(node.input).count(through) != 1:
             return None
-        if steps is not None and np.any(numpy_helper.to_array(steps) != 1):
+        other = next(i for i in node.input if i != through)
+        biased = producer.get(other)
+        if biased is None or biased.op_type != "Add" or other in outputs:
             return None
-        slices.append(node)
-        name = node.input[0]
-        node = producer.get(name)
-    if node is None or node.op_type != "LayerNormalization" or node.domain not in ("", "ai.onnx"):
-        return None
-    if node.output[0] != name or any(a.name == "axis" and a.i != -1 for a in node.attribute):
-        return None
-    gamma = inits.get(node.input[1])
-    beta_name = node.input[2] if len(node.input) > 2 else ""
-    if gamma is None or list(gamma.dims) != [k] or (beta_name and beta_name not in inits):
-        return None
-    return node, slices[::-1]
+        if len(readers[other]) != 1:
+            return None
+        bias_name = next((i for i in biased.input if i in inits), "")
+        bias = inits.get(bias_name)
+        if bias is None or bias.data_type != TensorProto.FLOAT or list(bias.dims) != [k]:
+            return None
+        partners.append((biased, bias_name))
+    return ln, partners
 
 
 def _value_projection(
@@ -708,8 +753,8 @@ def _value_projection(
 
 
 def _own_biases(members: list[Any], readers: dict[str, list[Any]], inits: dict[str, Any]) -> Any:
-    """Each GEMM's constant bias ([N], read by nothing else): the Add or BiasGelu that is its
-    output's only reader. None unless every GEMM in `members` has one."""
+    """Each GEMM's constant bias ([N]) as (the node that adds it, its name): the Add or
+    BiasGelu that is its output's only reader. None unless every GEMM in `members` has one."""
     from onnx import TensorProto
 
     names = []
@@ -723,42 +768,10 @@ def _own_biases(members: list[Any], readers: dict[str, list[Any]], inits: dict[s
         bias_name = next((i for i in user.input if i != m.output[0]), "")
         bias = inits.get(bias_name)
         n = inits[m.input[1]].dims[1]
-        if (
-            bias is None
-            or bias.data_type != TensorProto.FLOAT
-            or list(bias.dims) != [n]
-            or len(readers[bias_name]) != 1
-        ):
+        if bias is None or bias.data_type != TensorProto.FLOAT or list(bias.dims) != [n]:
             return None
-        names.append(bias_name)
+        names.append((user, bias_name))
     return names
-
-
-def _second_layernorm(
-    rw: _Rewriter, inits: dict[str, Any], norm: tuple[Any, list[Any]], plan: InputPlan, out: str
-) -> list[Any]:
-    """A LayerNormalization on the first one's input (sliced as its output was) computing
-    (y - offset) * divisor: gamma * divisor, (beta - offset) * divisor."""
-    ln, slices = norm
-    helper, numpy_helper = rw.helper, rw.numpy_helper
-    gamma = numpy_helper.to_array(inits[ln.input[1]]).astype(np.float64)
-    beta_name = ln.input[2] if len(ln.input) > 2 else ""
-    beta = numpy_helper.to_array(inits[beta_name]).astype(np.float64) if beta_name else 0 * gamma
-    divisor = plan.divisor.astype(np.float64) if plan.divisor is not None else 1.0 + 0 * gamma
-    offset = plan.offset if plan.offset is not None else 0 * gamma
-    nodes = []
-    data = ln.input[0]
-    for i, sl in enumerate(slices):
-        nodes.append(
-            helper.make_node("Slice", [data, *sl.input[1:]], [f"{out}/in{i}"], name=f"{out}/in{i}")
-        )
-        data = f"{out}/in{i}"
-    g = rw.const(f"{out}/gamma", (gamma * divisor).astype(np.float32))
-    b = rw.const(f"{out}/beta", ((beta - offset) * divisor).astype(np.float32))
-    second = helper.make_node("LayerNormalization", [data, g, b], [out], name=out)
-    second.attribute.extend(ln.attribute)
-    nodes.append(second)
-    return nodes
 
 
 def _smoothing(
