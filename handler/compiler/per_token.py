@@ -321,14 +321,13 @@ class Refinements:
       LayerNorm outputs ("norm" in `apart_kinds`) it costs a GEMM-output-sized addition per
       GEMM: the `high` fidelity (16 channels), 8-17% of throughput, for ~30% fewer label flips.
     - `centre`: LayerNorm outputs centred before quantisation, each channel's calibration mean
-      subtracted (DistilBERT's carry channels whose offset is larger than their spread), the
-      mean times the weights added back through the consumers' biases. The subtraction and the
-      smoothing are folded into a second LayerNorm on the same input (gamma / s,
-      (beta - mean) / s) in place of the smoothing's Mul: no pass added. Only where a
-      LayerNormalization with constant gamma and beta computes the input and every consumer
-      has a constant bias of its own. Attention outputs are centred too, for nothing: softmax
-      weights sum to 1, so subtracting c from the value projection's bias subtracts c from
-      the output.
+      c subtracted (DistilBERT's carry channels whose offset is larger than their spread), c W
+      added back through the consumers' biases. The LayerNorm writes y - c itself (beta - c)
+      and the residual Add gets c back from the bias of the sublayer output it adds: no node
+      added. Only where a LayerNormalization with a constant beta computes the input, its
+      other readers are such residual Adds, and every consumer GEMM has a constant bias.
+      Attention outputs are centred too, for nothing: softmax weights sum to 1, so c taken
+      off the value projection's bias is c taken off the attention's output.
     - `attention_alpha`: SmoothQuant on attention outputs, folded into the value projection's
       columns (per-column weight scales: its integers do not change). No node at all.
     """
