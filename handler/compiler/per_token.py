@@ -165,6 +165,7 @@ def quantize_weight(
 
 GPTQ_DAMP = 0.01  # of the mean diagonal, added to the diagonal: keeps the inverse well-posed
 GPTQ_BLOCK = 128
+GPTQ_RETRIES = 4
 
 
 def _gptq(
@@ -178,9 +179,22 @@ def _gptq(
     work[dead, :] = 0.0
     order = np.argsort(-np.diag(h), kind="stable")  # largest inputs first ("act order")
     work, h = work[order], h[np.ix_(order, order)]
-    h[np.diag_indices(k)] += GPTQ_DAMP * float(np.mean(np.diag(h)))
-    # Upper Cholesky factor of H^-1: row i holds how rounding row i moves the later rows.
-    u = np.linalg.cholesky(np.linalg.inv(h)).T
+    h = (h + h.T) / 2
+    # Upper Cholesky factor of H^-1: row i holds how rounding row i moves the later rows. Second
+    # moments summed in float32 (or centred: a near-constant channel's variance is a small
+    # difference of large numbers) can come out slightly indefinite: damp more until they
+    # are not, else round to nearest.
+    damp = GPTQ_DAMP * float(np.mean(np.diag(h)))
+    for _ in range(GPTQ_RETRIES):
+        try:
+            u = np.linalg.cholesky(np.linalg.inv(h + damp * np.eye(k))).T
+            break
+        except np.linalg.LinAlgError:
+            damp *= 10
+    else:
+        out = np.empty_like(work)
+        out[order] = np.clip(np.rint(work / scale.astype(np.float64)), -qmax, qmax)
+        return out.astype(np.int8)
     s = scale.astype(np.float64)
     q = np.zeros_like(work)
     for i1 in range(0, k, GPTQ_BLOCK):

@@ -169,6 +169,19 @@ def test_error_compensated_rounding_beats_nearest_on_correlated_inputs() -> None
         assert err(gptq) < 0.7 * err(nearest), qmax
 
 
+def test_indefinite_second_moments_fall_back_to_more_damping_or_nearest() -> None:
+    # Summed in float32 or centred, second moments can come out slightly indefinite.
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(2, 5)).astype(np.float32)
+    nearest, _ = per_token.quantize_weight(w, 63)
+    slightly = np.array([[1.0, 1.5], [1.5, 1.0]])  # one eigenvalue -0.5: damping fixes it
+    q, _ = per_token.quantize_weight(w, 63, slightly)
+    assert q.dtype == np.int8 and int(np.abs(q.astype(np.int32)).max()) <= 63
+    hopeless = np.array([[1.0, 100.0], [100.0, 1.0]])
+    q, _ = per_token.quantize_weight(w, 63, hopeless)
+    assert np.array_equal(q, nearest)
+
+
 @pytest.mark.parametrize(
     ("recipe", "bias_gelu"), [("w7a8", False), ("w8a8", False), ("w7a8", True)]
 )
