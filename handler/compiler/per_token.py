@@ -722,6 +722,9 @@ def _value_projection(
         return None
     mha = producer.get(name)
     while mha is not None and mha.op_type == "Slice":  # rows.py's cut: rows of the same
+        axes = inits.get(mha.input[3]) if len(mha.input) > 3 else None
+        if axes is None or -1 in numpy_helper.to_array(axes).tolist():
+            return None
         if len(readers[mha.input[0]]) != 1:
             return None
         mha = producer.get(mha.input[0])
@@ -730,6 +733,8 @@ def _value_projection(
     if len(mha.input) < 3 or not mha.input[1] or not mha.input[2]:
         return None
     if len(mha.input) > 3 and mha.input[3]:  # a bias input of its own: not handled
+        return None
+    if any(mha.input[6:]):  # past keys and values (a decoder's cache) are not shifted
         return None
     v = mha.input[2]
     if len(readers[v]) != 1:
