@@ -647,6 +647,18 @@ def rewrite(
     return sum(len(m) for m in groups.values())
 
 
+def _row_slice(node: Any, inits: dict[str, Any]) -> bool:
+    """A Slice with constant axes, none of them the last (channel) axis, and unit steps: it
+    keeps whole rows, so a per-channel offset passes through it unchanged."""
+    from onnx import numpy_helper
+
+    axes = inits.get(node.input[3]) if len(node.input) > 3 else None
+    steps = inits.get(node.input[4]) if len(node.input) > 4 and node.input[4] else None
+    if axes is None or -1 in numpy_helper.to_array(axes).tolist():
+        return False
+    return steps is None or bool(np.all(numpy_helper.to_array(steps) == 1))
+
+
 def _layernorm_shift(
     producer: dict[str, Any],
     name: str,
@@ -660,7 +672,7 @@ def _layernorm_shift(
     (through Slices on other axes) is a residual Add whose other operand is `X + bias` read by
     nothing else: then y - c can be written by the LayerNorm itself (beta - c) and c added back
     to `bias`, so that every residual sum stays as it was. Else None."""
-    from onnx import TensorProto, numpy_helper
+    from onnx import TensorProto
 
     ln = producer.get(name)
     if ln is None or ln.op_type != "LayerNormalization" or ln.domain not in ("", "ai.onnx"):
@@ -679,11 +691,7 @@ def _layernorm_shift(
             continue
         through, node = name, reader
         while node.op_type == "Slice" and node.input[0] == through:
-            axes = inits.get(node.input[3]) if len(node.input) > 3 else None
-            steps = inits.get(node.input[4]) if len(node.input) > 4 and node.input[4] else None
-            if axes is None or -1 in numpy_helper.to_array(axes).tolist():
-                return None
-            if steps is not None and np.any(numpy_helper.to_array(steps) != 1):
+            if not _row_slice(node, inits):
                 return None
             through = node.output[0]
             if through in outputs or len(readers[through]) != 1:
@@ -722,10 +730,7 @@ def _value_projection(
         return None
     mha = producer.get(name)
     while mha is not None and mha.op_type == "Slice":  # rows.py's cut: rows of the same
-        axes = inits.get(mha.input[3]) if len(mha.input) > 3 else None
-        if axes is None or -1 in numpy_helper.to_array(axes).tolist():
-            return None
-        if len(readers[mha.input[0]]) != 1:
+        if not _row_slice(mha, inits) or len(readers[mha.input[0]]) != 1:
             return None
         mha = producer.get(mha.input[0])
     if mha is None or mha.op_type != "MultiHeadAttention" or mha.domain != "com.microsoft":

@@ -349,6 +349,25 @@ def _attention_graph(offset: float = 12.0, seed: int = 0) -> onnx.ModelProto:
     )
 
 
+@pytest.mark.parametrize(
+    ("axes", "steps", "keeps_rows"),
+    [([1], None, True), ([0, 1], [1, 1], True), ([-1], None, False), ([1], [2], False)],
+)
+def test_offsets_pass_only_through_slices_that_keep_whole_rows(
+    axes: list[int], steps: list[int] | None, keeps_rows: bool
+) -> None:
+    inits = {
+        name: numpy_helper.from_array(np.array(v, dtype=np.int64), name)
+        for name, v in (("st", [0] * len(axes)), ("en", [1] * len(axes)), ("ax", axes))
+    }
+    inputs = ["x", "st", "en", "ax"]
+    if steps is not None:
+        inits["sp"] = numpy_helper.from_array(np.array(steps, dtype=np.int64), "sp")
+        inputs.append("sp")
+    node = helper.make_node("Slice", inputs, ["y"])
+    assert per_token._row_slice(node, inits) is keeps_rows
+
+
 def test_attention_outputs_are_centred_through_the_value_projection(tmp_path: Path) -> None:
     model = _attention_graph()
     calib = _calibrated(model, tmp_path)
