@@ -1,6 +1,6 @@
 """Accuracy of every target on text the build never saw, against fp32 and the previous recipe.
 
-    python bench/accuracy.py [--out bench-results/accuracy] [--ood FILE]
+    python bench/accuracy.py [--out bench-results/accuracy] [--ood FILE] [--rows T:F,...]
 
 Builds the stand-in for each target with the gate on SST-2 half a (as the tests do), then
 measures on half b (436 labelled sentences) and, for label agreement, half b plus review text
@@ -85,14 +85,26 @@ def main() -> int:
     parser.add_argument(
         "--ood", help="unseen out-of-domain text, one per line (default: bench/ood.py)"
     )
+    parser.add_argument(
+        "--rows",
+        help="only these TARGET:FIDELITY rows, comma-separated (fp32 and the previous recipe, "
+        "the reference, always come first); default: all",
+    )
     args = parser.parse_args()
+    chosen = ROWS
+    if args.rows:
+        wanted = [tuple(r.split(":", 1)) for r in args.rows.split(",")]
+        unknown = [":".join(r) for r in wanted if r not in ROWS]
+        if unknown:
+            parser.error(f"unknown rows {unknown}; known: {[':'.join(r) for r in ROWS]}")
+        chosen = [ROWS[0], *(r for r in ROWS[1:] if r in wanted)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ood = read_texts(Path(args.ood)) if args.ood else debian_descriptions()
     saturates = quantize.host_saturates()
     rows: list[dict[str, Any]] = []
     ref = gold = ood_ref = None
-    for target, fidelity in ROWS:
+    for target, fidelity in chosen:
         folder = out / f"{target}-{fidelity}"
         manifest = build(
             BuildOptions(

@@ -6,11 +6,14 @@ text's answer: int8 graphs run in padded batches. For each activation tensor A t
 MatMuls (Q, K and V share one quantisation of their common input):
 
     amax = ReduceMax(Abs(A), axis=-1, keepdims)                   [rows, 1]
-    A_u8 = QuantizeLinear(A / amax, 1/qmax, zero_point)           symmetric around zero_point
+    A_u8 = QuantizeLinear(A, amax / qmax, zero_point[rows, 1], block_size=K)
     Y    = MatMulIntegerToFloat(A_u8, W_s8, 1/qmax, w_scale[N], zero_point) * amax
 
-Four nodes per activation tensor (Abs, ReduceMax, Div, QuantizeLinear: three passes over it)
-and one Mul per GEMM: the 1/qmax of the row scale rides in the GEMM's scalar scale. Linear
+Two passes over each activation tensor (Abs, then ReduceMax; QuantizeLinear) and one Mul per
+GEMM: the 1/qmax of the row scale rides in the GEMM's scalar scale. QuantizeLinear takes the
+row's scale directly as one block per row (opset 21; the graph is converted to it first); its
+zero-point tensor ([rows, 1]) is made once for all inputs with the same rows. Where a graph
+cannot be converted, A / amax is quantised with a scalar scale instead (one more pass). Linear
 layers on one input (Q, K, V) are first merged into one GEMM and a Split (exact).
 
 GELU outputs are never below GELU's minimum (-0.17): they are shifted by +0.17 and quantised
@@ -22,9 +25,9 @@ op with a kernel on every CPU; everything else is standard ONNX.
 
 With calibration statistics (handler/compiler/calibrate.py) the rewrite also rounds weights with
 error compensation (GPTQ), centres LayerNorm and attention outputs on their calibration means
-(the means times the weights back through the biases), smooths LayerNorm outputs (SmoothQuant)
-and keeps each input's largest channels out of its row scale, multiplied in fp32
-(`Refinements`, `FIDELITY`). All of it
+(the means times the weights back through the biases), smooths LayerNorm outputs (SmoothQuant),
+splits a LayerNorm output's outlier channel into copies, and keeps each input's largest
+channels out of its row scale, multiplied in fp32 (`Refinements`, `FIDELITY`). All of it
 is per row or constant, so rows stay independent; the integer ranges are the recipe's, so an
 AVX2-safe recipe stays AVX2-safe.
 
@@ -125,6 +128,31 @@ RECIPES: dict[str, PerTokenRecipe] = {
     "w7a8-gelu-w8a7": PerTokenRecipe("w7a8-gelu-w8a7", symmetric=W7, gelu=A7),
     "w8a7-gelu-w7a8": PerTokenRecipe("w8a7-gelu-w7a8", symmetric=A7, gelu=W7),
 }
+
+
+BLOCKED_OPSET = 21  # QuantizeLinear with block_size (onnxruntime >= 1.20 on CPU)
+
+
+def to_blocked_opset(model: Any) -> bool:
+    """Convert `model` (in place) to the default-domain opset whose QuantizeLinear takes a
+    scale per row; True when it is there. Other domains (onnxruntime's contrib ops) are left
+    as they are; where onnx's converter cannot convert an op, nothing changes."""
+    from onnx import version_converter
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset >= BLOCKED_OPSET:
+        return opset is not None
+    try:
+        converted = version_converter.convert_version(model, BLOCKED_OPSET)
+    except Exception:  # any op the converter does not know: keep the division pass
+        return False
+    kept = [
+        v for v in converted.graph.value_info if v.name in {w.name for w in model.graph.value_info}
+    ]
+    del converted.graph.value_info[:]
+    converted.graph.value_info.extend(kept)  # the converter's inferred shapes: not ours to add
+    model.CopyFrom(converted)
+    return True
 
 
 NORM_OPS = frozenset(
@@ -228,6 +256,11 @@ class _Rewriter:
             self.axes_in, self.axes_attr = [self.const("pt/axes", np.array([-1]))], {}
         else:
             self.axes_in, self.axes_attr = [], {"axes": [-1]}
+        # Opset 21's QuantizeLinear takes one scale per block of the last axis: one block per
+        # row, so the row's scale goes in directly and no division pass is needed.
+        self.blocked = opset >= BLOCKED_OPSET
+        self.rows = _row_sources(model.graph)
+        self.row_zero_points: dict[tuple[str, int], str] = {}
 
     def const(self, name: str, value: np.ndarray[Any, Any]) -> str:
         self.new_inits.append(self.numpy_helper.from_array(value, name))
@@ -238,11 +271,13 @@ class _Rewriter:
         return self.helper.make_node(op, inputs, [output], name=output, domain=domain, **attrs)
 
     def quantise_input(
-        self, src: str, tag: str, kind: str, divisor: np.ndarray[Any, Any] | None = None
+        self, src: str, tag: str, kind: str, plan: InputPlan, channels: int
     ) -> tuple[list[Any], str, str, str, str]:
-        """Nodes that quantise `src` per row: (nodes, u8 tensor, row amax, step, zero point).
-        `divisor`: per-channel factors the input is multiplied by first (after GELU's shift)."""
+        """Nodes that quantise `src` ([..., channels]) per row: (nodes, u8 tensor, row amax,
+        step, zero point). The plan's divisor multiplies the input first (after GELU's shift);
+        its split channel's copies are appended (Slice, Mul, Concat)."""
         r = self.recipe.bits_for(kind)
+        rows = self.rows.get(src, src)
         nodes = []
         if kind == "gelu":
             qmax, zp = r.max_u8, 0
@@ -251,6 +286,18 @@ class _Rewriter:
             src = f"{tag}/shifted"
         else:
             qmax, zp = r.symmetric_qmax, r.zero_point
+        divisor = plan.divisor
+        if plan.split is not None:  # x, then m copies of its split channel
+            channel, fractions = plan.split
+            index = self.const(f"{tag}/split_index", np.full(len(fractions), channel))
+            nodes += [
+                self.node("Gather", [src, index], f"{tag}/split_copies", axis=-1),
+                self.node("Concat", [src, f"{tag}/split_copies"], f"{tag}/split", axis=-1),
+            ]
+            src = f"{tag}/split"
+            whole = divisor if divisor is not None else np.ones(channels, dtype=np.float32)
+            divisor = np.concatenate([whole, fractions])
+            channels += len(fractions)
         if divisor is not None:
             inv = self.const(f"{tag}/unsmooth", divisor.astype(np.float32))
             nodes.append(self.node("Mul", [src, inv], f"{tag}/smoothed"))
@@ -262,13 +309,39 @@ class _Rewriter:
             amax_in = f"{tag}/abs"
         step = self.const(f"{tag}/step", np.array(1.0 / qmax, dtype=np.float32))
         zp_name = self.const(f"{tag}/zero_point", np.array(zp, dtype=np.uint8))
-        nodes += [
+        nodes.append(
             self.node(
                 "ReduceMax", [amax_in, *self.axes_in], f"{tag}/amax", keepdims=1, **self.axes_attr
-            ),
-            self.node("Div", [src, f"{tag}/amax"], f"{tag}/unit"),
-            self.node("QuantizeLinear", [f"{tag}/unit", step, zp_name], f"{tag}/q"),
-        ]
+            )
+        )
+        if self.blocked:
+            # scale = amax / qmax per row; the zero point as a tensor of the same shape
+            # (QuantizeLinear of amax by a huge scale: 0 + the zero point, on every row).
+            nodes.append(self.node("Mul", [f"{tag}/amax", step], f"{tag}/row_step"))
+            row_zp = []  # none: uint8 from 0
+            if zp and (rows, zp) in self.row_zero_points:  # inputs with the same rows share it
+                row_zp = [self.row_zero_points[rows, zp]]
+            elif zp:
+                huge = self.const(f"{tag}/huge", np.array(1.0e30, dtype=np.float32))
+                nodes.append(
+                    self.node("QuantizeLinear", [f"{tag}/amax", huge, zp_name], f"{tag}/row_zp")
+                )
+                row_zp = [f"{tag}/row_zp"]
+                self.row_zero_points[rows, zp] = row_zp[0]
+            nodes.append(
+                self.node(
+                    "QuantizeLinear",
+                    [src, f"{tag}/row_step", *row_zp],
+                    f"{tag}/q",
+                    axis=-1,
+                    block_size=channels,
+                )
+            )
+        else:
+            nodes += [
+                self.node("Div", [src, f"{tag}/amax"], f"{tag}/unit"),
+                self.node("QuantizeLinear", [f"{tag}/unit", step, zp_name], f"{tag}/q"),
+            ]
         return nodes, f"{tag}/q", f"{tag}/amax", step, zp_name
 
     def gemm(self, quantised: Quantised, weight: np.ndarray[Any, Any], out: str) -> list[Any]:
@@ -288,6 +361,8 @@ class _Rewriter:
             weight[plan.apart, :] = 0.0
         if plan.smooth is not None:  # x W = (x / s)(s W): s into the weight rows
             weight = weight * plan.smooth[:, None].astype(np.float32)
+        if plan.split is not None:
+            weight = split_weight(weight, plan)
         wq, ws = quantize_weight(weight, bits.weight_qmax, hessian)
         inputs = [
             quantised.q,
@@ -319,6 +394,47 @@ class _Rewriter:
         return nodes
 
 
+ROW_WISE_OPS = frozenset(
+    {"Add", "Sub", "Mul", "Div", "Abs", "Cast", "Identity", "Relu", "Erf", "Tanh", "Sigmoid"}
+    | NORM_OPS
+    | GELU_OPS
+    | {"Gelu"}
+)
+
+
+def _row_sources(graph: Any) -> dict[str, str]:
+    """For each tensor, the tensor whose rows (every axis but the last) it has for certain:
+    through element-wise ops whose every non-constant input has the same rows (constants of
+    rank <= 1), MatMuls by a constant, Splits and Concats on the last axis, and attention
+    (its query's rows); anything else (a Slice of rows, a Reshape, a graph input) starts rows
+    of its own. Inputs with the same rows can share one zero-point tensor."""
+    from onnx import helper
+
+    consts = {i.name: len(i.dims) for i in graph.initializer}
+    rows: dict[str, str] = {}
+
+    def of(name: str) -> str:
+        return rows.get(name, name)
+
+    for node in graph.node:
+        dynamic = [i for i in node.input if i and i not in consts]
+        axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
+        source: str | None = None
+        if node.op_type in ("MatMul", "MultiHeadAttention") and node.input:
+            if node.op_type == "MultiHeadAttention" or node.input[1] in consts:
+                source = of(node.input[0])
+        elif node.op_type in ROW_WISE_OPS or (node.op_type in ("Split", "Concat") and axis == -1):
+            wide = any(consts[i] > 1 for i in node.input if i in consts)
+            sources = {of(i) for i in dynamic}
+            if not wide and len(sources) == 1:
+                source = sources.pop()
+        if node.op_type == "Split" and len(dynamic) > 1:
+            source = None
+        for out in node.output:
+            rows[out] = source if source is not None else out
+    return rows
+
+
 @dataclass(frozen=True)
 class Refinements:
     """What the rewrite does beyond plain per-token rounding when it has calibration statistics
@@ -344,6 +460,14 @@ class Refinements:
       off the value projection's bias is c taken off the attention's output.
     - `attention_alpha`: SmoothQuant on attention outputs, folded into the value projection's
       columns (per-column weight scales: its integers do not change). No node at all.
+    - `split`: on smoothed LayerNorm outputs, the channel whose largest value most exceeds the
+      others' is split. DistilBERT's channel 99 is ~28 in the [CLS] row of every text, where
+      the other channels are ~1: it alone sets that row's scale, and the row that attention
+      reads everywhere and the classifier reads last is quantised 4x coarser than the others.
+      The channel leaves the input and m copies f_j x are appended, each at most 1/`split` of
+      the next channel's largest value, the f_j spread over an octave so that the copies round
+      on different grids; the weight gets m rows W / (m f_j). Exact in fp32; the integer GEMM
+      is m rows deeper (m <= `split_copies`), plus a Slice, a Mul and a Concat over the input.
     """
 
     smooth_alpha: float | None = 0.65
@@ -352,6 +476,8 @@ class Refinements:
     gptq: bool = True
     centre: bool = True
     attention_alpha: float | None = None
+    split: float | None = 3.0
+    split_copies: int = 24
 
     def describe(self, calibration: Any) -> dict[str, Any]:
         return {
@@ -362,6 +488,11 @@ class Refinements:
             "fp32_channels_on": [KIND_NAMES[k] for k in self.apart_kinds],
             "centred": ["layernorm outputs", "attention outputs"] if self.centre else [],
             "smoothing_alpha_on_attention_outputs": self.attention_alpha,
+            "split_channel_on_layernorm_outputs": (
+                None
+                if self.split is None
+                else {"copies_at_most": self.split_copies, "margin": self.split}
+            ),
         }
 
 
@@ -391,6 +522,9 @@ class InputPlan:
     # Subtracted from the input before quantisation (0 on the fp32 channels); offset @ W goes
     # back in through the consumers' biases.
     offset: np.ndarray[Any, Any] | None = None
+    # (channel, fractions f[m]): the channel leaves the input (divisor 0) and m copies f_j x
+    # are appended; the weight gets m rows W[channel] / (m f_j) (see `Refinements.split`).
+    split: tuple[int, np.ndarray[Any, Any]] | None = None
 
 
 def plan_input(
@@ -439,7 +573,54 @@ def plan_input(
         divisor = (1.0 / smooth if smooth is not None else np.ones(k)).astype(np.float32)
         if apart is not None:
             divisor[apart] = 0.0
-    return InputPlan(smooth, apart, hessian, divisor, offset)
+    split = None
+    if kind == "norm" and refine.split is not None and smooth is not None and apart is None:
+        split = _split(absmax, smooth, refine.split, refine.split_copies)
+        channel, fractions = split
+        divisor = (1.0 / smooth).astype(np.float32)
+        divisor[channel] = 0.0
+        if hessian is not None:  # of the input as quantised: G^T H G, G maps x to it
+            raw = stats.hessian if offset is None else stats.centred_hessian(offset)
+            g = np.zeros((k, k + len(fractions)))
+            g[np.arange(k), np.arange(k)] = 1.0 / smooth
+            g[channel, channel] = 0.0
+            g[channel, k:] = fractions
+            hessian = g.T @ raw @ g
+    return InputPlan(smooth, apart, hessian, divisor, offset, split)
+
+
+SPLIT_OCTAVE = 2.0  # the copies' fractions span [f, 2f): different rounding grids
+
+
+def _split(
+    absmax: np.ndarray[Any, Any], smooth: np.ndarray[Any, Any], margin: float, most: int
+) -> tuple[int, np.ndarray[Any, Any]]:
+    """(channel, fractions) for `Refinements.split`: the channel with the largest smoothed
+    maximum, and m fractions f_j of it whose largest copy is at most 1/`margin` of the next
+    channel's smoothed maximum (m <= `most`)."""
+    smoothed = absmax / smooth
+    channel = int(np.argmax(smoothed))
+    ceiling = float(np.max(np.delete(smoothed, channel))) / margin
+    ratio = float(smoothed[channel]) / max(ceiling, 1e-12)
+    m = int(min(most, max(2, np.ceil(SPLIT_OCTAVE * ratio))))
+    grids = 1.0 + np.arange(m) / m * (SPLIT_OCTAVE - 1.0)
+    top = max(float(absmax[channel]), 1e-12)
+    return channel, np.asarray(grids * ceiling / (SPLIT_OCTAVE * top), dtype=np.float64)
+
+
+def split_weight(weight: np.ndarray[Any, Any], plan: InputPlan) -> np.ndarray[Any, Any]:
+    """The (smoothed) weight for the split input: the channel's row zero, and m rows
+    W[channel] / (m f_j) below, one per copy f_j x: sum_j (f_j x) W / (m f_j) = x W."""
+    if plan.split is None:
+        return weight
+    channel, fractions = plan.split
+    row = weight[channel].astype(np.float64)
+    if plan.smooth is not None:
+        row = row / plan.smooth[channel]
+    out = weight.astype(np.float64)
+    out[channel] = 0.0
+    copies = row[None, :] / (len(fractions) * fractions[:, None])
+    return np.concatenate([out, copies]).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -481,14 +662,19 @@ def rewrite(
     refine: Refinements = REFINEMENTS,
     embeddings: str = "fp16",
     report: dict[str, Any] | None = None,
+    blocked: bool = True,
 ) -> int:
     """Rewrite `model` (an onnx ModelProto) in place; returns how many MatMuls were quantised.
-    `report` (if given) gets how many inputs of each kind were centred.
+    `report` (if given) gets how many inputs of each kind were centred and how activations
+    are quantised. `blocked`: convert the graph to opset 21 first (`to_blocked_opset`), so
+    that each row's scale goes into QuantizeLinear without a division pass.
 
     `calibration` (handler/compiler/calibrate.py, collected on this graph) enables `refine`;
     without it every GEMM input is quantised plainly."""
     from onnx import TensorProto, helper, numpy_helper
 
+    if blocked:
+        to_blocked_opset(model)
     merge_shared_input_linears(model)
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
@@ -574,12 +760,22 @@ def rewrite(
             update(b_name, b)
             plan = replace(plan, divisor=None)
         plans[src] = (kind, plan)
+        if report is not None and plan.split is not None:
+            report.setdefault("channels_split", []).append(
+                {"channel": plan.split[0], "copies": len(plan.split[1])}
+            )
         if report is not None and plan.offset is not None:
             what = "attention outputs" if value is not None else KIND_NAMES[kind]
             centred = report.setdefault("inputs_centred", {})
             centred[what] = centred.get(what, 0) + 1
 
     rw = _Rewriter(model, recipe)
+    if report is not None:
+        report["activation_quantizer"] = (
+            "QuantizeLinear with one scale per row (opset 21 blocks)"
+            if rw.blocked
+            else "Div by the row's largest value, QuantizeLinear"
+        )
     quantised: dict[str, Quantised] = {}
     out_nodes: list[Any] = []
     for node in graph.node:
@@ -627,7 +823,8 @@ def rewrite(
                     out_nodes.append(
                         helper.make_node("Gather", [src, index], [apart], name=apart, axis=-1)
                     )
-            nodes, q, amax, step, zp = rw.quantise_input(src, tag, kind, plan.divisor)
+            channels = inits[groups[src][0].input[1]].dims[0]
+            nodes, q, amax, step, zp = rw.quantise_input(src, tag, kind, plan, channels)
             out_nodes.extend(nodes)
             quantised[src] = Quantised(q, amax, step, zp, kind, plan, apart)
         weight = numpy_helper.to_array(inits[node.input[1]])
@@ -635,6 +832,7 @@ def rewrite(
 
     _fold_unshift(out_nodes, inits, rw)
     tables = _quantise_embeddings(out_nodes, inits, rw, embeddings)
+    out_nodes = _sum_chains(out_nodes, outputs)
     replaced = {m.input[1] for members in groups.values() for m in members} | tables
     still_used = {name for node in out_nodes for name in node.input}
     keep = [i for i in graph.initializer if i.name not in replaced or i.name in still_used]
@@ -926,6 +1124,53 @@ def _fold_unshift(nodes: list[Any], inits: dict[str, Any], rw: _Rewriter) -> Non
 EMBEDDINGS = ("fp16", "int8")
 
 
+def _readers(nodes: list[Any]) -> dict[str, list[Any]]:
+    readers: dict[str, list[Any]] = defaultdict(list)
+    for node in nodes:
+        for name in node.input:
+            readers[name].append(node)
+    return readers
+
+
+def _sum_chains(nodes: list[Any], outputs: set[str]) -> list[Any]:
+    """Chains of Adds whose partial sums nothing else reads (a GEMM's result, its fp32
+    channels' part, its bias and the residual) -> one Sum of all the terms, in the same order:
+    fewer nodes, the same arithmetic."""
+    producer = {out: node for node in nodes for out in node.output}
+    readers = _readers(nodes)
+
+    def inner(name: str) -> Any:
+        node = producer.get(name)
+        if node is None or node.op_type != "Add" or node.domain not in ("", "ai.onnx"):
+            return None
+        return node if len(readers[name]) == 1 and name not in outputs else None
+
+    def terms_of(add: Any, absorbed: list[Any]) -> list[str]:
+        """The chain's terms in order, depth first; the inner Adds into `absorbed`."""
+        terms: list[str] = []
+        for name in add.input:
+            part = inner(name)
+            if part is None:
+                terms.append(name)
+            else:
+                absorbed.append(part)
+                terms += terms_of(part, absorbed)
+        return terms
+
+    dropped: set[int] = set()
+    for node in reversed(nodes):
+        if node.op_type != "Add" or node.domain not in ("", "ai.onnx") or id(node) in dropped:
+            continue
+        absorbed: list[Any] = []
+        terms = terms_of(node, absorbed)
+        if absorbed:
+            dropped.update(id(a) for a in absorbed)
+            node.op_type = "Sum"
+            del node.input[:]
+            node.input.extend(terms)
+    return [n for n in nodes if id(n) not in dropped]
+
+
 def _quantise_embeddings(
     nodes: list[Any], inits: dict[str, Any], rw: _Rewriter, kind: str = "fp16"
 ) -> set[str]:
@@ -1033,7 +1278,9 @@ def quantize_file(
             "fidelity": name,
             **refine.describe(calibration),
             "inputs_centred": done.get("inputs_centred", {}),
+            "channels_split": done.get("channels_split", []),
         }
+    out["activation_quantizer"] = done["activation_quantizer"]
     return out
 
 

@@ -1,0 +1,212 @@
+"""The rewrite's activation quantiser (opset 21's one scale per row, no division pass; the
+zero-point tensor shared by inputs with the same rows) and the split of a LayerNorm output's
+outlier channel into copies (per_token.Refinements.split)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from handler.compiler import per_token
+from tests.compiler.test_per_token import K, _run, _session
+from tests.compiler.test_refinements import (
+    VOCAB,
+    _calibrated,
+    _norm_graph,
+    _residual_graph,
+    balanced_refine,
+)
+
+
+def _rewritten(
+    model: onnx.ModelProto,
+    calib: Any,
+    refine: per_token.Refinements,
+    blocked: bool = True,
+    recipe: str = "w8a8",
+) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    per_token.rewrite(out, per_token.RECIPES[recipe], calib, refine, blocked=blocked)
+    return out
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return int(next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")))
+
+
+def _with_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out.graph.output.append(helper.make_tensor_value_info(name, TensorProto.UINT8, None))
+    return out
+
+
+def test_one_quantizer_per_row_without_a_division_pass(tmp_path: Path) -> None:
+    model = _residual_graph()
+    calib = _calibrated(model, tmp_path)
+    blocked = _rewritten(model, calib, balanced_refine())
+    divided = _rewritten(model, calib, balanced_refine(), blocked=False)
+    assert _opset(model) == 17 and _opset(blocked) == per_token.BLOCKED_OPSET
+    assert _opset(divided) == 17
+    ops = [n.op_type for n in blocked.graph.node]
+    assert "Div" not in ops and [n.op_type for n in divided.graph.node].count("Div") == 2
+    # The converter's inferred shapes are not kept (they made onnxruntime slower).
+    assert len(blocked.graph.value_info) == 0
+    rows = [
+        n
+        for n in blocked.graph.node
+        if n.op_type == "QuantizeLinear" and n.output[0].endswith("/q")
+    ]
+    assert len(rows) == 2
+    sizes = {a.name: a.i for n in rows for a in n.attribute if a.name == "block_size"}
+    assert sizes and all(v >= K for v in sizes.values())
+    # The same integers as dividing by the row's largest value (up to a rounding tie).
+    ids = np.random.default_rng(4).integers(0, VOCAB, size=(3, 8))
+    q_blocked = _run(_with_output(blocked, "pt/a0/q"), ids)[-1].astype(int)
+    q_divided = _run(_with_output(divided, "pt/a0/q"), ids)[-1].astype(int)
+    assert q_blocked.shape == q_divided.shape
+    assert np.abs(q_blocked - q_divided).max() <= 1 and (q_blocked != q_divided).mean() < 0.01
+
+
+def test_inputs_with_the_same_rows_share_one_zero_point_tensor(tmp_path: Path) -> None:
+    # x = LayerNorm(...) feeds the first GEMM; GELU(x W1 + b1) the second: the same rows.
+    model = _norm_graph(outlier=1.0, bias_gelu=True)
+    calib = _calibrated(model, tmp_path)
+    refined = _rewritten(model, calib, balanced_refine(), recipe="w8a8")
+    zero_points = [n for n in refined.graph.node if n.output[0].endswith("/row_zp")]
+    # The GELU output is quantised from 0 (no zero-point tensor); the LayerNorm output has one.
+    assert len(zero_points) == 1
+    rows = per_token._row_sources(model.graph)
+    assert rows["x"] == rows["h"] == rows["g"] == rows["y"]
+
+
+def test_a_slice_of_rows_or_a_wide_constant_starts_rows_of_their_own() -> None:
+    wide = numpy_helper.from_array(np.ones((4, K), dtype=np.float32), "wide")
+    vec = numpy_helper.from_array(np.ones(K, dtype=np.float32), "vec")
+    axes = numpy_helper.from_array(np.array([1]), "axes")
+    starts = numpy_helper.from_array(np.array([0]), "starts")
+    ends = numpy_helper.from_array(np.array([1]), "ends")
+    nodes = [
+        helper.make_node("Add", ["x", "vec"], ["a"]),  # same rows as x
+        helper.make_node("Add", ["a", "x"], ["b"]),  # both from x's rows
+        helper.make_node("Slice", ["b", "starts", "ends", "axes"], ["c"]),  # fewer rows
+        helper.make_node("Mul", ["c", "vec"], ["d"]),
+        helper.make_node("Add", ["b", "wide"], ["e"]),  # a constant of rank 2 broadcasts rows
+        helper.make_node("Add", ["b", "c"], ["f"]),  # rows of two different sources
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "rows",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", K])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "def"],
+        [wide, vec, axes, starts, ends],
+    )
+    rows = per_token._row_sources(graph)
+    assert rows["a"] == rows["b"] == "x"
+    assert rows["c"] == rows["d"] == "c"
+    assert rows["e"] == "e" and rows["f"] == "f"
+
+
+def test_splitting_the_outlier_channel_is_exact_in_fp32(tmp_path: Path) -> None:
+    model = _norm_graph(outlier=40.0, bias_gelu=True)
+    calib = _calibrated(model, tmp_path)
+    w = np.random.default_rng(5).normal(size=(K, 12))
+    plan = per_token.plan_input("norm", calib.inputs["x"], [w], balanced_refine())
+    assert plan.split is not None and plan.smooth is not None and plan.divisor is not None
+    channel, fractions = plan.split
+    assert channel == 5  # the channel whose gamma is 40x the others'
+    m = len(fractions)
+    assert 2 <= m <= balanced_refine().split_copies
+    assert plan.divisor[channel] == 0.0 and plan.hessian is not None
+    assert plan.hessian.shape == (K + m, K + m)
+    # What is quantised: x with the channel zeroed, divided by s, then m copies f_j x_c.
+    x = np.random.default_rng(6).normal(size=(7, K)) * 3
+    quantised = np.concatenate([x * plan.divisor, x[:, [channel]] * fractions], axis=1)
+    weight = per_token.split_weight((w * plan.smooth[:, None]).astype(np.float32), plan)
+    assert weight.shape == (K + m, 12)
+    np.testing.assert_allclose(quantised @ weight.astype(np.float64), x @ w, rtol=1e-5, atol=1e-4)
+    # No copy is larger than a third of the next channel's largest (smoothed) value.
+    others = np.delete(calib.inputs["x"].absmax / plan.smooth, channel).max()
+    assert calib.inputs["x"].absmax[channel] * fractions.max() <= others / 3 * (1 + 1e-6)
+    # The copies round on different grids: no two fractions alike.
+    assert len(set(np.round(fractions / fractions[0], 6))) == m
+
+
+def test_a_row_whose_scale_one_channel_sets_gets_finer(tmp_path: Path) -> None:
+    """As DistilBERT's [CLS] row: one channel far larger than the rest in one row only."""
+    model = _norm_graph(outlier=1.0, bias_gelu=True)
+    g = model.graph
+    emb = next(i for i in g.initializer if i.name == "emb")
+    table = numpy_helper.to_array(emb).copy()
+    table[0, :] *= 0.05  # token 0: small everywhere ...
+    table[0, 5] = 30.0  # ... except channel 5: after the LayerNorm, ~20x its other channels
+    emb.CopyFrom(numpy_helper.from_array(table, "emb"))
+    calib = _calibrated(model, tmp_path)
+    ids = np.random.default_rng(8).integers(1, VOCAB, size=(16, 9))
+    ids[:, 0] = 0
+    # The first GEMM's output on that row.
+    h = helper.make_tensor_value_info("h", TensorProto.FLOAT, None)
+    model.graph.output.append(h)
+    h_ref = _run(model, ids)[-1]
+    errors = {}
+    whole = replace(balanced_refine(), split=None)
+    for name, refine in (("split", balanced_refine()), ("whole", whole)):
+        h_int8 = _run(_rewritten(model, calib, refine), ids)[-1]
+        errors[name] = np.abs(h_int8[:, 0] - h_ref[:, 0]).mean()
+    assert errors["split"] < errors["whole"] / 1.5, errors
+
+
+def test_no_split_where_the_channels_are_kept_in_fp32(tmp_path: Path) -> None:
+    model = _norm_graph(outlier=40.0, bias_gelu=True)
+    calib = _calibrated(model, tmp_path)
+    high = per_token.FIDELITY["high"]
+    plan = per_token.plan_input("norm", calib.inputs["x"], [np.ones((K, 1))], high)
+    assert plan.apart is not None and plan.split is None
+    report: dict[str, Any] = {}
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    per_token.rewrite(out, per_token.RECIPES["w7a8"], calib, high, report=report)
+    assert "channels_split" not in report
+    assert not any(n.op_type == "Concat" for n in out.graph.node)
+
+
+def test_chains_of_additions_become_one_sum_of_the_same_terms() -> None:
+    # y = ((a + b) + c) + d, and e = (a + b) read twice: only what nothing else reads is folded.
+    nodes = [
+        helper.make_node("Add", ["a", "b"], ["ab"]),
+        helper.make_node("Add", ["ab", "c"], ["abc"]),
+        helper.make_node("Add", ["abc", "bias"], ["y"]),
+        helper.make_node("Add", ["a", "c"], ["ac"]),
+        helper.make_node("Add", ["ac", "ac"], ["e"]),
+    ]
+    shape = ["r", K]
+    graph = helper.make_graph(
+        nodes,
+        "adds",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in "abc"],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "e")],
+        [numpy_helper.from_array(np.arange(K, dtype=np.float32), "bias")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    folded = onnx.ModelProto()
+    folded.CopyFrom(model)
+    kept = per_token._sum_chains(list(folded.graph.node), {"y", "e"})
+    del folded.graph.node[:]
+    folded.graph.node.extend(kept)
+    assert [(n.op_type, list(n.input)) for n in kept] == [
+        ("Sum", ["a", "b", "c", "bias"]),
+        ("Add", ["a", "c"]),
+        ("Add", ["ac", "ac"]),
+    ]
+    rng = np.random.default_rng(0)
+    feeds = {n: rng.normal(size=(3, K)).astype(np.float32) for n in "abc"}
+    want = _session(model).run(None, feeds)
+    got = _session(folded).run(None, feeds)
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_array_equal(g, w)
