@@ -65,10 +65,8 @@ def test_manifest_records_source_target_checksums_and_gate(standin_built: Path) 
     # What was: every LayerNorm output a GEMM reads (the embeddings' and 11 of the 12 in the
     # layers: the last one feeds the classifier's 2-D Gemm) and every attention output.
     assert refined["inputs_centred"] == {"layernorm outputs": 12, "attention outputs": 6}
-    # DistilBERT's [CLS]-row outlier channel, split on every LayerNorm output a GEMM reads.
-    split = refined["channels_split"]
-    assert len(split) == 12 and all(2 <= s["copies"] <= 24 for s in split)
-    assert sum(s["channel"] == 99 for s in split) >= 10
+    # The outlier channel's split is for 8-bit weights (x86-vnni, arm64), not this target's.
+    assert refined["channels_split"] == []
     assert quant["activation_quantizer"].startswith("QuantizeLinear with one scale per row")
     assert manifest["labels"] == ["NEGATIVE", "POSITIVE"]
     assert manifest["max_length"] == 512
