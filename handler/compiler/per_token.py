@@ -275,7 +275,7 @@ class _Rewriter:
     ) -> tuple[list[Any], str, str, str, str]:
         """Nodes that quantise `src` ([..., channels]) per row: (nodes, u8 tensor, row amax,
         step, zero point). The plan's divisor multiplies the input first (after GELU's shift);
-        its split channel's copies are appended (Slice, Mul, Concat)."""
+        its split channel's copies are appended first (Gather, Concat)."""
         r = self.recipe.bits_for(kind)
         rows = self.rows.get(src, src)
         nodes = []
