@@ -479,11 +479,6 @@ class Refinements:
       is m rows deeper (m <= `split_copies`), plus a Gather and a Concat over the input. Only
       where those GEMMs have 8-bit weights (`w8a8`: x86-vnni, arm64): with the AVX2-safe
       7-bit weights, whose rounding dominates there, it did not reduce flips on unseen text.
-    - `ffn_apart`: where the LayerNorm-output GEMMs have 8-bit weights, the LayerNorm outputs
-      that feed the feed-forward block (their GEMM's output goes to a GELU) keep this many
-      channels apart in fp32 instead of being split; attention's inputs are still split. On
-      the 20,000 out-of-domain selection texts (w8a8): 116 flips / p99 0.025 with 3, against
-      130 / 0.027 with the split alone, for ~3% of throughput (docs/building.md).
     """
 
     smooth_alpha: float | None = 0.65
@@ -494,7 +489,6 @@ class Refinements:
     attention_alpha: float | None = None
     split: float | None = 3.0
     split_copies: int = 24
-    ffn_apart: int = 3
 
     def describe(self, calibration: Any) -> dict[str, Any]:
         return {
@@ -510,7 +504,6 @@ class Refinements:
                 if self.split is None
                 else {"copies_at_most": self.split_copies, "margin": self.split}
             ),
-            "fp32_channels_on_feed_forward_inputs": self.ffn_apart,
         }
 
 
@@ -741,11 +734,6 @@ def rewrite(
         own = refine
         if kind == "norm" and recipe.bits_for(kind).weight_qmax < FULL.weight_qmax:
             own = replace(refine, split=None)  # see Refinements.split: 8-bit weights only
-        elif kind == "norm" and refine.ffn_apart and _feeds_gelu(members, readers, inits):
-            # see Refinements.ffn_apart: 8-bit weights only, instead of the split
-            kinds = tuple(dict.fromkeys((*refine.apart_kinds, "norm")))
-            count = max(refine.ffn_apart, refine.apart if "norm" in refine.apart_kinds else 0)
-            own = replace(refine, apart=count, apart_kinds=kinds)
         plan = plan_input(
             kind, stats, weights, own, centrable=biases is not None, foldable=value is not None
         )
@@ -827,24 +815,6 @@ def rewrite(
     if not any(op.domain == "com.microsoft" for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return sum(len(m) for m in groups.values())
-
-
-def _feeds_gelu(members: list[Any], readers: dict[str, list[Any]], inits: dict[str, Any]) -> bool:
-    """Whether every GEMM in `members` goes into a GELU (directly, or through an Add of a
-    constant bias): the feed-forward block's first GEMM."""
-
-    def gelu_reads(name: str) -> bool:
-        users = readers.get(name, [])
-        if len(users) != 1:
-            return False
-        user = users[0]
-        if user.op_type in GELU_OPS:
-            return True
-        if user.op_type == "Add" and any(i in inits for i in user.input):
-            return gelu_reads(user.output[0])
-        return False
-
-    return bool(members) and all(gelu_reads(m.output[0]) for m in members)
 
 
 def _row_slice(node: Any, inits: dict[str, Any]) -> bool:

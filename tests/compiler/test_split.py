@@ -23,12 +23,6 @@ from tests.compiler.test_refinements import (
 )
 
 
-def split_refine() -> per_token.Refinements:
-    """`balanced` with the split where the tests' LayerNorm output feeds a GELU (see
-    `Refinements.ffn_apart`)."""
-    return replace(balanced_refine(), ffn_apart=0)
-
-
 def _rewritten(
     model: onnx.ModelProto,
     calib: Any,
@@ -162,8 +156,8 @@ def test_a_row_whose_scale_one_channel_sets_gets_finer(tmp_path: Path) -> None:
     model.graph.output.append(h)
     h_ref = _run(model, ids)[-1]
     errors = {}
-    whole = replace(split_refine(), split=None)
-    for name, refine in (("split", split_refine()), ("whole", whole)):
+    whole = replace(balanced_refine(), split=None)
+    for name, refine in (("split", balanced_refine()), ("whole", whole)):
         h_int8 = _run(_rewritten(model, calib, refine), ids)[-1]
         errors[name] = np.abs(h_int8[:, 0] - h_ref[:, 0]).mean()
     assert errors["split"] < errors["whole"] / 1.5, errors
@@ -227,64 +221,6 @@ def test_the_split_is_for_8_bit_weights_only(tmp_path: Path) -> None:
         report: dict[str, Any] = {}
         out = onnx.ModelProto()
         out.CopyFrom(model)
-        per_token.rewrite(out, per_token.RECIPES[recipe], calib, split_refine(), report=report)
+        per_token.rewrite(out, per_token.RECIPES[recipe], calib, balanced_refine(), report=report)
         assert bool(report.get("channels_split")) is split, recipe
         assert any(n.op_type == "Concat" for n in out.graph.node) is split, recipe
-
-
-def test_feed_forward_inputs_keep_channels_in_fp32_with_8_bit_weights(tmp_path: Path) -> None:
-    # The LayerNorm output feeds the GEMM before a GELU: with 8-bit weights its `ffn_apart`
-    # largest channels go to fp32 rows instead of being split; with 7-bit weights it is plain.
-    model = _norm_graph(outlier=40.0, bias_gelu=True)
-    calib = _calibrated(model, tmp_path)
-    ids = np.random.default_rng(9).integers(0, VOCAB, size=(4, 9))
-    h = helper.make_tensor_value_info("h", TensorProto.FLOAT, None)
-    model.graph.output.append(h)
-    h_ref = _run(model, ids)[-1]
-    refine = balanced_refine()
-    assert refine.ffn_apart > 0
-    for recipe, norm_apart in (("w8a8", True), ("w7a8", False)):
-        report: dict[str, Any] = {}
-        out = onnx.ModelProto()
-        out.CopyFrom(model)
-        per_token.rewrite(out, per_token.RECIPES[recipe], calib, refine, report=report)
-        assert not report.get("channels_split"), recipe
-        ops = [n.op_type for n in out.graph.node]
-        assert "Concat" not in ops
-        # fp32 rows: the GELU output's, and the LayerNorm output's with 8-bit weights.
-        assert ops.count("MatMul") == 1 + norm_apart, recipe
-        gathers = [n for n in out.graph.node if n.op_type == "Gather" and "apart" in n.name]
-        sizes = sorted(
-            numpy_helper.to_array(
-                next(i for i in out.graph.initializer if i.name == n.input[1])
-            ).size
-            for n in gathers
-        )
-        assert sizes == sorted([refine.apart] + ([refine.ffn_apart] if norm_apart else [])), recipe
-        if norm_apart:  # the outlier channel (5) is one of them, and the GEMM stays close
-            norm_gather = next(n for n in gathers if n.input[0] == "x")
-            index = next(i for i in out.graph.initializer if i.name == norm_gather.input[1])
-            assert 5 in numpy_helper.to_array(index).tolist()
-            err = np.abs(_run(out, ids)[-1] - h_ref).mean()
-            assert err < 0.02 * np.abs(h_ref).mean(), err
-
-
-def test_what_feeds_a_gelu() -> None:
-    def node(op: str, inputs: list[str], out: str) -> Any:
-        return helper.make_node(op, inputs, [out])
-
-    inits = {"b": object()}
-    up = node("MatMul", ["x", "w"], "h")
-    for tail, want in (
-        ([node("BiasGelu", ["h", "b"], "g")], True),
-        ([node("Add", ["h", "b"], "hb"), node("Gelu", ["hb"], "g")], True),
-        ([node("Add", ["h", "r"], "hr"), node("Gelu", ["hr"], "g")], False),  # not a constant
-        ([node("Relu", ["h"], "g")], False),
-        ([node("Gelu", ["h"], "g"), node("Add", ["h", "b"], "also")], False),  # read twice
-    ):
-        readers: dict[str, list[Any]] = {}
-        for n in tail:
-            for i in n.input:
-                readers.setdefault(i, []).append(n)
-        assert per_token._feeds_gelu([up], readers, inits) is want, [n.op_type for n in tail]
-    assert per_token._feeds_gelu([], {}, inits) is False
