@@ -294,9 +294,9 @@ class _Rewriter:
             src = f"{tag}/shifted"
         else:
             qmax, zp = r.symmetric_qmax, r.zero_point
-        if plan.split is not None:  # x, then the copies of its split channels
-            channel_of, fractions = plan.split
-            index = self.const(f"{tag}/split_index", channel_of.astype(np.int64))
+        if plan.split is not None:  # x, then m copies of its split channel
+            channel, fractions = plan.split
+            index = self.const(f"{tag}/split_index", np.full(len(fractions), channel))
             nodes += [
                 self.node("Gather", [src, index], f"{tag}/split_copies", axis=-1),
                 self.node("Concat", [src, f"{tag}/split_copies"], f"{tag}/split", axis=-1),
@@ -533,10 +533,9 @@ class InputPlan:
     # Subtracted from the input before quantisation (0 on the fp32 channels); offset @ W goes
     # back in through the consumers' biases.
     offset: np.ndarray[Any, Any] | None = None
-    # (channel of each copy [M], fractions f[M]): the split channels leave the input (divisor
-    # 0) and the copies f_j x_c are appended; the weight gets a row W[c] / (m_c f_j) per copy
-    # (m_c: channel c's copies; see `Refinements.split`).
-    split: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None = None
+    # (channel, fractions f[m]): the channel leaves the input (divisor 0) and m copies f_j x
+    # are appended; the weight gets m rows W[channel] / (m f_j) (see `Refinements.split`).
+    split: tuple[int, np.ndarray[Any, Any]] | None = None
 
 
 def plan_input(
@@ -588,15 +587,15 @@ def plan_input(
     split = None
     if kind == "norm" and refine.split is not None and smooth is not None and apart is None:
         split = _split(absmax, smooth, refine.split, refine.split_copies)
-        index, fractions = split
+        channel, fractions = split
         divisor = (1.0 / smooth).astype(np.float32)
-        divisor[index] = 0.0
+        divisor[channel] = 0.0
         if hessian is not None:  # of the input as quantised: G^T H G, G maps x to it
             raw = stats.hessian if offset is None else stats.centred_hessian(offset)
             g = np.zeros((k, k + len(fractions)))
             g[np.arange(k), np.arange(k)] = 1.0 / smooth
-            g[index, index] = 0.0
-            g[index, k + np.arange(len(fractions))] = fractions
+            g[channel, channel] = 0.0
+            g[channel, k:] = fractions
             hessian = g.T @ raw @ g
     return InputPlan(smooth, apart, hessian, divisor, offset, split)
 
@@ -606,34 +605,32 @@ SPLIT_OCTAVE = 2.0  # the copies' fractions span [f, 2f): different rounding gri
 
 def _split(
     absmax: np.ndarray[Any, Any], smooth: np.ndarray[Any, Any], margin: float, most: int
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """(channel of each copy, fractions) for `Refinements.split`: the channel with the largest
-    smoothed maximum, and m fractions f_j of it whose largest copy is at most 1/`margin` of the
-    next channel's smoothed maximum (2 <= m <= `most`)."""
+) -> tuple[int, np.ndarray[Any, Any]]:
+    """(channel, fractions) for `Refinements.split`: the channel with the largest smoothed
+    maximum, and m fractions f_j of it whose largest copy is at most 1/`margin` of the next
+    channel's smoothed maximum (m <= `most`)."""
     smoothed = absmax / smooth
     channel = int(np.argmax(smoothed))
-    ceiling = max(float(np.max(np.delete(smoothed, channel))) / margin, 1e-12)
-    m = int(min(most, max(2, np.ceil(SPLIT_OCTAVE * smoothed[channel] / ceiling))))
+    ceiling = float(np.max(np.delete(smoothed, channel))) / margin
+    ratio = float(smoothed[channel]) / max(ceiling, 1e-12)
+    m = int(min(most, max(2, np.ceil(SPLIT_OCTAVE * ratio))))
     grids = 1.0 + np.arange(m) / m * (SPLIT_OCTAVE - 1.0)
     top = max(float(absmax[channel]), 1e-12)
-    fractions = grids * ceiling / (SPLIT_OCTAVE * top)
-    return np.full(m, channel, dtype=np.int64), np.asarray(fractions, dtype=np.float64)
+    return channel, np.asarray(grids * ceiling / (SPLIT_OCTAVE * top), dtype=np.float64)
 
 
 def split_weight(weight: np.ndarray[Any, Any], plan: InputPlan) -> np.ndarray[Any, Any]:
-    """The (smoothed) weight for the split input: each split channel's row zero, and one row
-    W[c] / (m_c f_j) below per copy f_j x_c (m_c: channel c's copies):
-    sum_j (f_j x_c) W[c] / (m_c f_j) = x_c W[c]."""
+    """The (smoothed) weight for the split input: the channel's row zero, and m rows
+    W[channel] / (m f_j) below, one per copy f_j x: sum_j (f_j x) W / (m f_j) = x W."""
     if plan.split is None:
         return weight
-    index, fractions = plan.split
-    rows = weight[index].astype(np.float64)
+    channel, fractions = plan.split
+    row = weight[channel].astype(np.float64)
     if plan.smooth is not None:
-        rows = rows / plan.smooth[index, None]
-    counts = np.bincount(index)[index]
+        row = row / plan.smooth[channel]
     out = weight.astype(np.float64)
-    out[index] = 0.0
-    copies = rows / (counts * fractions)[:, None]
+    out[channel] = 0.0
+    copies = row[None, :] / (len(fractions) * fractions[:, None])
     return np.concatenate([out, copies]).astype(np.float32)
 
 
@@ -762,10 +759,9 @@ def rewrite(
             plan = replace(plan, divisor=None)
         plans[src] = (kind, plan)
         if report is not None and plan.split is not None:
-            for c, m in zip(*np.unique(plan.split[0], return_counts=True), strict=True):
-                report.setdefault("channels_split", []).append(
-                    {"channel": int(c), "copies": int(m)}
-                )
+            report.setdefault("channels_split", []).append(
+                {"channel": plan.split[0], "copies": len(plan.split[1])}
+            )
         if report is not None and plan.offset is not None:
             what = "attention outputs" if value is not None else KIND_NAMES[kind]
             centred = report.setdefault("inputs_centred", {})
