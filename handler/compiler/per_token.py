@@ -479,6 +479,12 @@ class Refinements:
       is m rows deeper (m <= `split_copies`), plus a Gather and a Concat over the input. Only
       where those GEMMs have 8-bit weights (`w8a8`: x86-vnni, arm64): with the AVX2-safe
       7-bit weights, whose rounding dominates there, it did not reduce flips on unseen text.
+    - `tanh_gelu`: the GELUs computed with the tanh approximation (onnxruntime's FastGelu, the
+      same kernel as BiasGelu with a tanh in place of erf): 15% less time in the GELU, 2.7-2.8%
+      of the whole model at one text and in batches (stand-in, x86-vnni). The only refinement
+      not exact in fp32: it differs from x * Phi(x) by at most 4.7e-4 (at x = -2.70), against
+      a GELU output step of ~0.02 once quantised; flips on selection text did not move
+      (130 -> 126 w8a8, 219 -> 225 w7a8, of 20,000). The fp32 reference keeps erf.
     """
 
     smooth_alpha: float | None = 0.65
@@ -489,6 +495,7 @@ class Refinements:
     attention_alpha: float | None = None
     split: float | None = 3.0
     split_copies: int = 24
+    tanh_gelu: bool = True
 
     def describe(self, calibration: Any) -> dict[str, Any]:
         return {
@@ -504,6 +511,7 @@ class Refinements:
                 if self.split is None
                 else {"copies_at_most": self.split_copies, "margin": self.split}
             ),
+            "gelu": "tanh approximation (FastGelu)" if self.tanh_gelu else "erf",
         }
 
 
@@ -801,6 +809,8 @@ def rewrite(
     _fold_unshift(out_nodes, inits, rw)
     tables = _quantise_embeddings(out_nodes, inits, rw, embeddings)
     out_nodes = _sum_chains(out_nodes, outputs)
+    if refine.tanh_gelu:
+        _tanh_gelu(out_nodes)
     replaced = {m.input[1] for members in groups.values() for m in members} | tables
     still_used = {name for node in out_nodes for name in node.input}
     keep = [i for i in graph.initializer if i.name not in replaced or i.name in still_used]
@@ -811,6 +821,20 @@ def rewrite(
     if not any(op.domain == "com.microsoft" for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return sum(len(m) for m in groups.values())
+
+
+def _tanh_gelu(nodes: list[Any]) -> None:
+    """Every GELU as its tanh approximation (`Refinements.tanh_gelu`), in place: onnxruntime's
+    Gelu and BiasGelu become FastGelu (same inputs: x and the optional bias, which ORT's
+    BiasGeluFusion also folds into a FastGelu), ONNX's Gelu gets approximate="tanh"."""
+    from onnx import helper
+
+    for node in nodes:
+        if node.domain == "com.microsoft" and node.op_type in ("Gelu", "BiasGelu"):
+            node.op_type = "FastGelu"
+        elif node.domain in ("", "ai.onnx") and node.op_type == "Gelu":
+            del node.attribute[:]
+            node.attribute.append(helper.make_attribute("approximate", "tanh"))
 
 
 def _row_slice(node: Any, inits: dict[str, Any]) -> bool:

@@ -205,7 +205,8 @@ def test_outlier_channels_in_fp32_stop_setting_the_rows_scale(
     assert ops.count("MatMulIntegerToFloat") == 2 and ops.count("MatMul") == 2
     # The GELU output's fp32 channels are gathered from it, and the Add that shifts it for the
     # quantiser shifts them far below 0 (no Mul over the output to mask them, no second GELU).
-    assert ops.count("BiasGelu") == (1 if bias_gelu else 0)
+    # Gelu and BiasGelu alike become the one FastGelu (Refinements.tanh_gelu).
+    assert ops.count("FastGelu") == 1 and "BiasGelu" not in ops and "Gelu" not in ops
     assert _muls(refined) == 2 + 1  # 2 row scales + the LayerNorm output's mask (its smoothing)
     shifts = [_init(refined, n.input[1]) for n in refined.graph.node if n.name.endswith("/shifted")]
     assert len(shifts) == 1 and shifts[0].shape == (H,)
@@ -233,7 +234,7 @@ def test_balanced_fidelity_keeps_gelu_channels_apart_and_smooths_layernorm_outpu
     # One fp32 GEMM (the GELU output's channels, gathered from it), no masking pass over the
     # GELU output; the LayerNorm output is divided by its smoothing factors (one Mul) before
     # quantisation.
-    assert ops.count("MatMul") == 1 and ops.count("BiasGelu") == 1
+    assert ops.count("MatMul") == 1 and ops.count("FastGelu") == 1
     assert _muls(balanced) == 2 + 1
     ids = np.random.default_rng(1).integers(0, VOCAB, size=(3, 7))
     y_ref = _run(model, ids)[0]
@@ -477,3 +478,57 @@ def test_a_build_records_its_fidelity_and_calibration(fidelity: str, tmp_path: P
 def test_an_unknown_fidelity_is_refused_naming_the_choices(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="balanced, high"):
         build(BuildOptions(model=str(tmp_path), out=tmp_path / "out", fidelity="max"))
+
+
+def _gelu_values(model: onnx.ModelProto, ids: np.ndarray[Any, Any]) -> tuple[Any, Any]:
+    """(the GELU's input with its bias, the GELU's output) of `model` on `ids`."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    gelu = next(n for n in probe.graph.node if "Gelu" in n.op_type)
+    pre = gelu.input[0]
+    probe.graph.output.extend(
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+        for name in (pre, gelu.output[0])
+    )
+    x, g = _session(probe).run([pre, gelu.output[0]], {"ids": ids})
+    if len(gelu.input) > 1 and gelu.input[1]:
+        x = x + _init(probe, gelu.input[1])
+    return np.asarray(x, dtype=np.float64), np.asarray(g, dtype=np.float64)
+
+
+@pytest.mark.parametrize("form", ["Gelu", "BiasGelu", "onnx"])
+def test_gelus_become_their_tanh_approximation(form: str, tmp_path: Path) -> None:
+    # The property: with tanh_gelu the quantised graph's GELU computes
+    # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), which is within 4.7e-4 of x * Phi(x);
+    # without it, the GELU is left as it was (erf).
+    import math
+
+    model = _norm_graph(bias_gelu=form == "BiasGelu")
+    if form == "onnx":  # ONNX's own Gelu (opset 20)
+        gelu = next(n for n in model.graph.node if n.op_type == "Gelu")
+        gelu.domain = ""
+        del model.opset_import[:]
+        model.opset_import.extend(
+            [helper.make_opsetid("", 20), helper.make_opsetid("com.microsoft", 1)]
+        )
+    calib = _calibrated(model, tmp_path)
+    ids = np.random.default_rng(3).integers(0, VOCAB, size=(4, 9))
+    for tanh in (True, False):
+        rewritten = _rewritten(model, "w8a8", calib, replace(balanced_refine(), tanh_gelu=tanh))
+        gelus = [n for n in rewritten.graph.node if "Gelu" in n.op_type]
+        assert len(gelus) == 1
+        x, g = _gelu_values(rewritten, ids)
+        approx = 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+        exact = 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+        assert float(np.abs(approx - exact).max()) <= 4.8e-4
+        if tanh:
+            assert gelus[0].op_type == "FastGelu" or (
+                gelus[0].op_type == "Gelu"
+                and helper.get_attribute_value(gelus[0].attribute[0]) == b"tanh"
+            )
+            np.testing.assert_allclose(g, approx, atol=2e-6, rtol=2e-6)
+        else:
+            assert gelus[0].op_type == model.graph.node[3].op_type
+            np.testing.assert_allclose(g, exact, atol=2e-6, rtol=2e-6)
+            # The two differ where x is away from 0 (else this test could not tell them apart).
+            assert float(np.abs(approx - exact).max()) > 1e-5
