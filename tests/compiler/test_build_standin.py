@@ -68,6 +68,8 @@ def test_manifest_records_source_target_checksums_and_gate(standin_built: Path) 
     # The outlier channel's split is for 8-bit weights (x86-vnni, arm64), not this target's.
     assert refined["channels_split"] == []
     assert quant["activation_quantizer"].startswith("QuantizeLinear with one scale per row")
+    # The tanh GELU is for 8-bit weights too: the AVX2-safe default keeps erf.
+    assert quant["gelu"] == "erf"
     assert manifest["labels"] == ["NEGATIVE", "POSITIVE"]
     assert manifest["max_length"] == 512
     assert manifest["graph_inputs"] == ["input_ids", "attention_mask"]
@@ -138,6 +140,18 @@ def test_every_target_builds_and_classifies(
         figures = selection["candidates"]
         assert len(figures) == len(quantize_module.TARGETS[target].recipes) >= 2
         assert selection["chosen"] == min(figures, key=lambda n: figures[n]["mean_score_diff"])
+        # The GELU is computed as the manifest says: tanh where the chosen recipe's
+        # LayerNorm-output GEMMs have 8-bit weights, erf otherwise.
+        import onnx
+
+        recipe = per_token.RECIPES[manifest["quantization"]["recipe"]]
+        tanh = recipe.bits_for("norm").weight_qmax == per_token.FULL.weight_qmax
+        graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
+        gelus = {n.op_type for n in graph.node if "Gelu" in n.op_type}
+        assert gelus == ({"FastGelu"} if tanh else {"BiasGelu"})
+        assert manifest["quantization"]["gelu"] == (
+            "tanh approximation (FastGelu)" if tanh else "erf"
+        )
     clf = Classifier.from_dir(out)
     answers = clf.predict(
         [
