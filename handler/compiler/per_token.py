@@ -27,7 +27,8 @@ With calibration statistics (handler/compiler/calibrate.py) the rewrite also rou
 error compensation (GPTQ), centres LayerNorm and attention outputs on their calibration means
 (the means times the weights back through the biases), smooths LayerNorm outputs (SmoothQuant),
 splits a LayerNorm output's outlier channel into copies, and keeps each input's largest
-channels out of its row scale, multiplied in fp32 (`Refinements`, `FIDELITY`). All of it
+channels out of its row scale, multiplied in fp32 (`Refinements`, `FIDELITY`); where weights
+are 8-bit it also computes GELUs with their tanh approximation (FastGelu, faster). All of it
 is per row or constant, so rows stay independent; the integer ranges are the recipe's, so an
 AVX2-safe recipe stays AVX2-safe.
 
