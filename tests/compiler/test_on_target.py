@@ -130,3 +130,55 @@ def test_a_broken_emulated_run_is_a_build_error_that_says_what_to_do(tmp_path: P
     broken = on_target.Emulator("false", tmp_path, tmp_path / "python3.11", tmp_path / "site")
     with pytest.raises(BuildError, match="--verify-on host"):
         broken.scores(tmp_path, ["a text"], None)
+
+
+@pytest.mark.slow
+@needs_emulator
+def test_the_arm64_runtime_computes_fastgelu_as_the_tanh_gelu(tmp_path: Path) -> None:
+    # The w8a8 artifacts (x86-vnni, arm64) compute their GELUs with onnxruntime's FastGelu
+    # (per_token.Refinements.tanh_gelu). Pins: the target's own onnxruntime (aarch64 wheel,
+    # emulated Neoverse N1) has the kernel, with the bias input, and it computes
+    # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) there, not erf's GELU.
+    import json
+    import math
+    import os
+    import subprocess
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    assert EMULATOR is not None
+    n = 1536
+    bias = np.linspace(-1.0, 1.0, n).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("FastGelu", ["x", "b"], ["y"], domain="com.microsoft")],
+        "fastgelu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, n])],
+        [numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    model.ir_version = 8
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    x = np.stack([np.linspace(-6.0, 6.0, n), np.linspace(3.0, -3.0, n)]).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    child = (
+        "import sys, numpy as np, onnxruntime as ort, platform\n"
+        "d = sys.argv[1]\n"
+        "s = ort.InferenceSession(d + '/m.onnx', providers=['CPUExecutionProvider'])\n"
+        "np.save(d + '/y.npy', s.run(None, {'x': np.load(d + '/x.npy')})[0])\n"
+        "print(platform.machine())\n"
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(EMULATOR.site)}
+    argv = [str(EMULATOR.qemu), "-cpu", on_target.CPU, "-L", str(EMULATOR.sysroot)]
+    argv += [str(EMULATOR.python), "-c", child, str(tmp_path)]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] == "aarch64", json.dumps(proc.stdout)
+    y = np.load(tmp_path / "y.npy").astype(np.float64)
+    v = x.astype(np.float64) + bias
+    tanh = 0.5 * v * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v**3)))
+    erf = 0.5 * v * (1.0 + np.vectorize(math.erf)(v / math.sqrt(2.0)))
+    np.testing.assert_allclose(y, tanh, atol=2e-6, rtol=2e-6)
+    assert np.abs(y - erf).max() > 1e-4  # it is not erf's GELU (they differ by up to 4.7e-4)
