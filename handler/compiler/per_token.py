@@ -96,6 +96,12 @@ class PerTokenRecipe:
     def avx2_safe(self) -> bool:
         return all(b.avx2_safe for b in (self.symmetric, self.gelu, self.norm) if b is not None)
 
+    @property
+    def full_norm_weights(self) -> bool:
+        """Whether the LayerNorm-output GEMMs have 8-bit weights (`w8a8`: x86-vnni, arm64), not
+        the AVX2-safe 7-bit ones: where the split and the tanh GELU apply (`Refinements`)."""
+        return self.bits_for("norm").weight_qmax >= FULL.weight_qmax
+
     def describe(self) -> dict[str, Any]:
         def gemms(kind: str) -> str:
             b = self.bits_for(kind)
@@ -741,7 +747,7 @@ def rewrite(
         if norm is not None or value is not None:
             biases = _own_biases(members, readers, inits)
         own = refine
-        if kind == "norm" and recipe.bits_for(kind).weight_qmax < FULL.weight_qmax:
+        if kind == "norm" and not recipe.full_norm_weights:
             own = replace(refine, split=None)  # see Refinements.split: 8-bit weights only
         plan = plan_input(
             kind, stats, weights, own, centrable=biases is not None, foldable=value is not None
@@ -813,7 +819,7 @@ def rewrite(
     _fold_unshift(out_nodes, inits, rw)
     tables = _quantise_embeddings(out_nodes, inits, rw, embeddings)
     out_nodes = _sum_chains(out_nodes, outputs)
-    tanh = refine.tanh_gelu and recipe.bits_for("norm").weight_qmax >= FULL.weight_qmax
+    tanh = refine.tanh_gelu and recipe.full_norm_weights
     if tanh:
         _tanh_gelu(out_nodes)  # see Refinements.tanh_gelu: 8-bit weights only
     if report is not None:

@@ -145,7 +145,7 @@ def test_every_target_builds_and_classifies(
         import onnx
 
         recipe = per_token.RECIPES[manifest["quantization"]["recipe"]]
-        tanh = recipe.bits_for("norm").weight_qmax == per_token.FULL.weight_qmax
+        tanh = recipe.full_norm_weights
         graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
         gelus = {n.op_type for n in graph.node if "Gelu" in n.op_type}
         assert gelus == ({"FastGelu"} if tanh else {"BiasGelu"})
