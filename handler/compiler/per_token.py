@@ -99,7 +99,7 @@ class PerTokenRecipe:
     @property
     def full_norm_weights(self) -> bool:
         """Whether the LayerNorm-output GEMMs have 8-bit weights (`w8a8`: x86-vnni, arm64), not
-        the AVX2-safe 7-bit ones: where the split and the tanh GELU apply (`Refinements`)."""
+        the AVX2-safe 7-bit ones: the split applies there, `ffn_apart` elsewhere (`Refinements`)."""
         return self.bits_for("norm").weight_qmax >= FULL.weight_qmax
 
     def describe(self) -> dict[str, Any]:
@@ -486,15 +486,20 @@ class Refinements:
       is m rows deeper (m <= `split_copies`), plus a Gather and a Concat over the input. Only
       where those GEMMs have 8-bit weights (`w8a8`: x86-vnni, arm64): with the AVX2-safe
       7-bit weights, whose rounding dominates there, it did not reduce flips on unseen text.
-    - `tanh_gelu`: where the LayerNorm-output GEMMs have 8-bit weights (`w8a8`: x86-vnni,
-      arm64), the GELUs are computed with the tanh approximation (onnxruntime's FastGelu, the
-      same kernel as BiasGelu with a tanh in place of erf): 15% less time in the GELU, 2.7-2.8%
-      of the whole model at one text and in batches (stand-in, w8a8). The only refinement not
-      exact in fp32: it differs from x * Phi(x) by at most 4.7e-4 (at x = -2.70), against a
-      GELU output step of ~0.02 once quantised. On the 20,000 out-of-domain selection texts:
-      130 -> 126 flips with w8a8, but 219 -> 225 with the AVX2-safe 7-bit weights, where the
-      default target has no fidelity to spend and speed to spare: those keep erf. The fp32
-      reference keeps erf.
+    - `ffn_apart`: where the LayerNorm-output GEMMs have the AVX2-safe 7-bit weights (no
+      split there), the LayerNorm outputs that feed the feed-forward block (their GEMM's output
+      goes to a GELU) keep this many channels in fp32 (`apart`, on those inputs only): a
+      Gather, a rank-3 fp32 GEMM and an addition per layer. On the 20,000 out-of-domain
+      selection texts (w7a8): 219 -> 192 flips, p99 0.043 -> 0.040; about 3% of one text's
+      time and 6% of a batch's, which the tanh GELU pays back. With 8-bit weights the split
+      is kept: there the same channels gave 2 texts of 20,000 for 3-5% of throughput.
+    - `tanh_gelu`: the GELUs are computed with the tanh approximation (onnxruntime's
+      FastGelu, the same kernel as BiasGelu with a tanh in place of erf): 15% less time in the
+      GELU, 2.7-2.8% of the whole model at one text and in batches (stand-in, w8a8). The only
+      refinement not exact in fp32: it differs from x * Phi(x) by at most 4.7e-4 (at
+      x = -2.70), against a GELU output step of ~0.02 once quantised. On the 20,000
+      out-of-domain selection texts: 130 -> 126 flips with w8a8; with the 7-bit weights 219 ->
+      225 alone, 192 -> 193 with `ffn_apart`, whose cost it pays. The fp32 reference keeps erf.
     """
 
     smooth_alpha: float | None = 0.65
@@ -505,6 +510,7 @@ class Refinements:
     attention_alpha: float | None = None
     split: float | None = 3.0
     split_copies: int = 24
+    ffn_apart: int = 3
     tanh_gelu: bool = True
 
     def describe(self, calibration: Any) -> dict[str, Any]:
@@ -521,7 +527,8 @@ class Refinements:
                 if self.split is None
                 else {"copies_at_most": self.split_copies, "margin": self.split}
             ),
-            "gelu_tanh_approximation_with_8_bit_weights": self.tanh_gelu,
+            "fp32_channels_on_feed_forward_inputs_with_7_bit_weights": self.ffn_apart,
+            "gelu_tanh_approximation": self.tanh_gelu,
         }
 
 
@@ -749,6 +756,12 @@ def rewrite(
         own = refine
         if kind == "norm" and not recipe.full_norm_weights:
             own = replace(refine, split=None)  # see Refinements.split: 8-bit weights only
+            if (
+                refine.ffn_apart
+                and "norm" not in refine.apart_kinds
+                and _feeds_gelu(members, readers, inits)
+            ):  # see Refinements.ffn_apart
+                own = replace(own, apart=refine.ffn_apart, apart_kinds=(*own.apart_kinds, "norm"))
         plan = plan_input(
             kind, stats, weights, own, centrable=biases is not None, foldable=value is not None
         )
@@ -780,6 +793,9 @@ def rewrite(
             report.setdefault("channels_split", []).append(
                 {"channel": plan.split[0], "copies": len(plan.split[1])}
             )
+        if report is not None and plan.apart is not None:
+            kept = report.setdefault("inputs_with_fp32_channels", {})
+            kept[KIND_NAMES[kind]] = kept.get(KIND_NAMES[kind], 0) + 1
         if report is not None and plan.offset is not None:
             what = "attention outputs" if value is not None else KIND_NAMES[kind]
             centred = report.setdefault("inputs_centred", {})
@@ -819,14 +835,11 @@ def rewrite(
     _fold_unshift(out_nodes, inits, rw)
     tables = _quantise_embeddings(out_nodes, inits, rw, embeddings)
     out_nodes = _sum_chains(out_nodes, outputs)
-    tanh = refine.tanh_gelu and recipe.full_norm_weights
-    if tanh:
-        _tanh_gelu(out_nodes)  # see Refinements.tanh_gelu: 8-bit weights only
+    if refine.tanh_gelu:
+        _tanh_gelu(out_nodes)  # see Refinements.tanh_gelu
     if report is not None:
-        has_gelu = any(n.op_type in GELU_OPS for n in out_nodes)
-        report["gelu"] = (
-            "none" if not has_gelu else "tanh approximation (FastGelu)" if tanh else "erf"
-        )
+        form = "tanh approximation (FastGelu)" if refine.tanh_gelu else "erf"
+        report["gelu"] = form if any(n.op_type in GELU_OPS for n in out_nodes) else "none"
     replaced = {m.input[1] for members in groups.values() for m in members} | tables
     still_used = {name for node in out_nodes for name in node.input}
     keep = [i for i in graph.initializer if i.name not in replaced or i.name in still_used]
@@ -851,6 +864,23 @@ def _tanh_gelu(nodes: list[Any]) -> None:
         elif node.domain in ("", "ai.onnx") and node.op_type == "Gelu":
             del node.attribute[:]
             node.attribute.append(helper.make_attribute("approximate", "tanh"))
+
+
+def _feeds_gelu(members: list[Any], readers: dict[str, list[Any]], inits: dict[str, Any]) -> bool:
+    """Whether every GEMM in `members` goes into a GELU, directly or through the Add of a
+    constant bias: the feed-forward block's first GEMM."""
+
+    def gelu_reads(name: str) -> bool:
+        users = readers.get(name, [])
+        if len(users) != 1:
+            return False
+        if users[0].op_type in GELU_OPS:
+            return True
+        if users[0].op_type == "Add" and any(i in inits for i in users[0].input):
+            return gelu_reads(users[0].output[0])
+        return False
+
+    return bool(members) and all(gelu_reads(m.output[0]) for m in members)
 
 
 def _row_slice(node: Any, inits: dict[str, Any]) -> bool:
@@ -1287,6 +1317,7 @@ def quantize_file(
             **refine.describe(calibration),
             "inputs_centred": done.get("inputs_centred", {}),
             "channels_split": done.get("channels_split", []),
+            "inputs_with_fp32_channels": done.get("inputs_with_fp32_channels", {}),
         }
     out["activation_quantizer"] = done["activation_quantizer"]
     out["gelu"] = done.get("gelu", "none")

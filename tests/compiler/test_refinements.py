@@ -205,10 +205,8 @@ def test_outlier_channels_in_fp32_stop_setting_the_rows_scale(
     assert ops.count("MatMulIntegerToFloat") == 2 and ops.count("MatMul") == 2
     # The GELU output's fp32 channels are gathered from it, and the Add that shifts it for the
     # quantiser shifts them far below 0 (no Mul over the output to mask them, no second GELU).
-    # With 8-bit weights, Gelu and BiasGelu alike become the one FastGelu (tanh_gelu); the
-    # AVX2-safe 7-bit recipes keep the erf GELU they were given.
-    gelu = "FastGelu" if recipe == "w8a8" else ("BiasGelu" if bias_gelu else "Gelu")
-    assert [op for op in ops if "Gelu" in op] == [gelu]
+    # Gelu and BiasGelu alike become the one FastGelu (tanh_gelu).
+    assert [op for op in ops if "Gelu" in op] == ["FastGelu"]
     assert _muls(refined) == 2 + 1  # 2 row scales + the LayerNorm output's mask (its smoothing)
     shifts = [_init(refined, n.input[1]) for n in refined.graph.node if n.name.endswith("/shifted")]
     assert len(shifts) == 1 and shifts[0].shape == (H,)
@@ -233,10 +231,10 @@ def test_balanced_fidelity_keeps_gelu_channels_apart_and_smooths_layernorm_outpu
     calib = _calibrated(model, tmp_path)
     balanced = _rewritten(model, "w7a8", calib)
     ops = [n.op_type for n in balanced.graph.node]
-    # One fp32 GEMM (the GELU output's channels, gathered from it), no masking pass over the
-    # GELU output; the LayerNorm output is divided by its smoothing factors (one Mul) before
-    # quantisation.
-    assert ops.count("MatMul") == 1 and ops.count("BiasGelu") == 1  # w7a8: erf
+    # Two fp32 GEMMs: the GELU output's channels, gathered from it (no masking pass over the
+    # GELU output), and the LayerNorm output's (7-bit weights: Refinements.ffn_apart); the
+    # LayerNorm output is divided by its smoothing factors (one Mul) before quantisation.
+    assert ops.count("MatMul") == 2 and ops.count("FastGelu") == 1
     assert _muls(balanced) == 2 + 1
     ids = np.random.default_rng(1).integers(0, VOCAB, size=(3, 7))
     y_ref = _run(model, ids)[0]
@@ -291,8 +289,10 @@ def test_centring_moves_layernorm_offsets_into_the_biases(tmp_path: Path) -> Non
         "norm", calib.inputs["x"], [np.ones((K, 1))], balanced_refine(), True
     )
     assert plan.offset is not None and abs(plan.offset[9] - 12.0) < 1.0
-    centred = _rewritten(model, "w7a8", calib)
-    uncentred = _rewritten(model, "w7a8", calib, per_token.Refinements(centre=False))
+    # (Without Refinements.ffn_apart, whose fp32 channels keep their own values.)
+    refine = replace(balanced_refine(), ffn_apart=0)
+    centred = _rewritten(model, "w7a8", calib, refine)
+    uncentred = _rewritten(model, "w7a8", calib, replace(refine, centre=False))
     # No node added: the LayerNorm writes y - c itself, the residual gets c back from the
     # sublayer's bias and the GEMM's result gets c W1 back from its own.
     assert [n.op_type for n in centred.graph.node] == [n.op_type for n in uncentred.graph.node]
@@ -305,7 +305,7 @@ def test_centring_moves_layernorm_offsets_into_the_biases(tmp_path: Path) -> Non
     ids = np.random.default_rng(1).integers(0, VOCAB, size=(3, 7))
     r_ref = _run(model, ids)[0]
     # Centring alone (no smoothing, no fp32 channels), against the same without it.
-    alone = per_token.Refinements(smooth_alpha=None, apart=0)
+    alone = per_token.Refinements(smooth_alpha=None, apart=0, ffn_apart=0)
     r_c = _run(_rewritten(model, "w7a8", calib, alone), ids)[0]
     r_u = _run(_rewritten(model, "w7a8", calib, replace(alone, centre=False)), ids)[0]
     err_c, err_u = np.abs(r_c - r_ref).mean(), np.abs(r_u - r_ref).mean()
@@ -516,13 +516,9 @@ def test_gelus_become_their_tanh_approximation(form: str, tmp_path: Path) -> Non
     calib = _calibrated(model, tmp_path)
     ids = np.random.default_rng(3).integers(0, VOCAB, size=(4, 9))
     assert balanced_refine().tanh_gelu
-    # (recipe, tanh_gelu, tanh expected): the AVX2-safe 7-bit weights keep erf all the same.
-    for recipe, asked, tanh in (
-        ("w8a8", True, True),
-        ("w8a8", False, False),
-        ("w7a8", True, False),
-    ):
-        refine = replace(balanced_refine(), tanh_gelu=asked)
+    # Every recipe: the 8-bit weights and the AVX2-safe 7-bit ones (Refinements.ffn_apart).
+    for recipe, tanh in (("w8a8", True), ("w8a8", False), ("w7a8", True), ("w7a8", False)):
+        refine = replace(balanced_refine(), tanh_gelu=tanh)
         rewritten = _rewritten(model, recipe, calib, refine)
         gelus = [n for n in rewritten.graph.node if "Gelu" in n.op_type]
         assert len(gelus) == 1

@@ -223,3 +223,35 @@ def test_the_split_is_for_8_bit_weights_only(tmp_path: Path) -> None:
         per_token.rewrite(out, per_token.RECIPES[recipe], calib, balanced_refine(), report=report)
         assert bool(report.get("channels_split")) is split, recipe
         assert any(n.op_type == "Concat" for n in out.graph.node) is split, recipe
+
+
+def test_with_7_bit_weights_the_feed_forward_input_keeps_channels_in_fp32(tmp_path: Path) -> None:
+    # Refinements.ffn_apart: where the LayerNorm-output GEMMs have the AVX2-safe 7-bit weights,
+    # the input of the GEMM that feeds the GELU keeps its largest channels (the outlier among
+    # them) out of the integer GEMM, in place of the split; with 8-bit weights, the split.
+    model = _norm_graph(outlier=40.0, bias_gelu=True)
+    calib = _calibrated(model, tmp_path)
+    ids = np.random.default_rng(4).integers(0, VOCAB, size=(6, 9))
+    y_ref = _run(model, ids)[0]
+
+    def fp32_channels(out: onnx.ModelProto) -> list[list[int]]:
+        """The channels of the LayerNorm output "x" that an fp32 MatMul reads."""
+        gathers = {n.output[0]: n for n in out.graph.node if n.op_type == "Gather"}
+        inits = {i.name: numpy_helper.to_array(i) for i in out.graph.initializer}
+        reads_x = {name for name, g in gathers.items() if g.input[0] == "x"}
+        return [
+            sorted(inits[gathers[n.input[0]].input[1]].tolist())
+            for n in out.graph.node
+            if n.op_type == "MatMul" and n.input[0] in reads_x
+        ]
+
+    errors = {}
+    for recipe, n in (("w7a8", 0), ("w7a8", balanced_refine().ffn_apart), ("w8a8", 3)):
+        out = _rewritten(model, calib, replace(balanced_refine(), ffn_apart=n), recipe=recipe)
+        kept = fp32_channels(out)
+        if recipe == "w7a8" and n:
+            assert len(kept) == 1 and len(kept[0]) == n and 5 in kept[0], kept
+        else:
+            assert kept == [], (recipe, n)
+        errors[recipe, n] = float(np.abs(_run(out, ids)[0] - y_ref).mean())
+    assert errors["w7a8", 3] < errors["w7a8", 0] / 1.5, errors
