@@ -15,6 +15,12 @@ started=$SECONDS
 step() { echo "== setup [$((SECONDS - started))s]: $*"; }
 
 stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+# A first install unpacks about 4 GB (three environments; torch alone ~1 GB): say so up front
+# rather than let pip fail half way with "No space left on device".
+free_mb="$(df -Pm . | awk 'NR == 2 { print $4 }')"
+if [ ! -f "$stamp" ] && [ "${free_mb:-0}" -lt 4000 ]; then
+  step "WARNING: only ${free_mb} MB free on $(df -P . | awk 'NR == 2 { print $6 }'); a first install needs about 4,000 MB (WITH_TORCH=0 saves ~1,000)"
+fi
 if [ -f "$stamp" ]; then
   step "$VENV is up to date"
 else
