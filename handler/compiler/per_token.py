@@ -490,9 +490,9 @@ class Refinements:
       split there), the LayerNorm outputs that feed the feed-forward block (their GEMM's output
       goes to a GELU) keep this many channels in fp32 (`apart`, on those inputs only): a
       Gather, a rank-3 fp32 GEMM and an addition per layer. On the 20,000 out-of-domain
-      selection texts (w7a8): 219 -> 192 flips, p99 0.043 -> 0.040; about 3% of one text's
-      time and 6% of a batch's, which the tanh GELU pays back. With 8-bit weights the split
-      is kept: there the same channels gave 2 texts of 20,000 for 3-5% of throughput.
+      selection texts (w7a8): 219 -> 192 flips, p99 0.043 -> 0.040, for 3% of one text's time
+      and 6% of a batch's; with the tanh GELU, ~1% and 4-6%. With 8-bit weights the split is
+      kept: there the same channels gave 2 texts of 20,000 for 3-5% of throughput.
     - `tanh_gelu`: the GELUs are computed with the tanh approximation (onnxruntime's
       FastGelu, the same kernel as BiasGelu with a tanh in place of erf): 15% less time in the
       GELU, 2.7-2.8% of the whole model at one text and in batches (stand-in, w8a8). The only
