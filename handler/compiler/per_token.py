@@ -26,9 +26,10 @@ op with a kernel on every CPU; everything else is standard ONNX.
 With calibration statistics (handler/compiler/calibrate.py) the rewrite also rounds weights with
 error compensation (GPTQ), centres LayerNorm and attention outputs on their calibration means
 (the means times the weights back through the biases), smooths LayerNorm outputs (SmoothQuant),
-splits a LayerNorm output's outlier channel into copies, and keeps each input's largest
-channels out of its row scale, multiplied in fp32 (`Refinements`, `FIDELITY`); where weights
-are 8-bit it also computes GELUs with their tanh approximation (FastGelu, faster). All of it
+splits a LayerNorm output's outlier channel into copies (8-bit weights) or keeps the
+feed-forward inputs' largest channels in fp32 (7-bit weights), keeps each GELU output's largest
+channels out of its row scale, multiplied in fp32 (`Refinements`, `FIDELITY`), and computes
+GELUs with their tanh approximation (FastGelu, faster). All of it
 is per row or constant, so rows stay independent; the integer ranges are the recipe's, so an
 AVX2-safe recipe stays AVX2-safe.
 
