@@ -65,11 +65,12 @@ def test_manifest_records_source_target_checksums_and_gate(standin_built: Path) 
     # What was: every LayerNorm output a GEMM reads (the embeddings' and 11 of the 12 in the
     # layers: the last one feeds the classifier's 2-D Gemm) and every attention output.
     assert refined["inputs_centred"] == {"layernorm outputs": 12, "attention outputs": 6}
-    # The outlier channel's split is for 8-bit weights (x86-vnni, arm64), not this target's:
-    # here the 6 feed-forward inputs keep 3 channels in fp32 (Refinements.ffn_apart).
+    # Every LayerNorm output a GEMM reads is rotated (384 channels: 6 blocks of 64), in place of
+    # the outlier channel's split and the feed-forward inputs' fp32 channels.
+    assert refined["hadamard_rotation_on_layernorm_outputs"] == {"block": 64}
+    assert refined["inputs_rotated"] == 12
     assert refined["channels_split"] == []
-    assert refined["fp32_channels_on_feed_forward_inputs_with_7_bit_weights"] == 3
-    assert refined["inputs_with_fp32_channels"] == {"layernorm outputs": 6, "gelu outputs": 6}
+    assert refined["inputs_with_fp32_channels"] == {"gelu outputs": 6}
     assert quant["activation_quantizer"].startswith("QuantizeLinear with one scale per row")
     assert quant["gelu"] == "tanh approximation (FastGelu)"
     assert manifest["labels"] == ["NEGATIVE", "POSITIVE"]
@@ -148,19 +149,15 @@ def test_every_target_builds_and_classifies(
         graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
         assert {n.op_type for n in graph.node if "Gelu" in n.op_type} == {"FastGelu"}
         assert manifest["quantization"]["gelu"] == "tanh approximation (FastGelu)"
-        # The LayerNorm outputs' outlier channel: split with 8-bit weights; with the AVX2-safe
-        # 7-bit ones, the feed-forward inputs keep channels in fp32 (one small fp32 MatMul per
-        # layer more, beside the GELU outputs').
-        recipe = per_token.RECIPES[manifest["quantization"]["recipe"]]
-        split = manifest["quantization"]["refinements"].get("channels_split", [])
+        # The LayerNorm outputs are rotated (a [64, 64] MatMul each), whatever the weights'
+        # bits: no split, no fp32 channels but the GELU outputs' (one small MatMul per layer).
+        refinements = manifest["quantization"]["refinements"]
         fp32_matmuls = sum(n.op_type == "MatMul" for n in graph.node)
         layers = sum(n.op_type == "MultiHeadAttention" for n in graph.node)
-        assert bool(split) is recipe.full_norm_weights
-        assert manifest["quantization"]["refinements"]["inputs_with_fp32_channels"] == {
-            "gelu outputs": layers,
-            **({} if recipe.full_norm_weights else {"layernorm outputs": layers}),
-        }
-        assert fp32_matmuls == (1 if recipe.full_norm_weights else 2) * layers
+        assert refinements.get("channels_split", []) == []
+        assert refinements["inputs_with_fp32_channels"] == {"gelu outputs": layers}
+        assert refinements["inputs_rotated"] == 2 * layers
+        assert fp32_matmuls == 3 * layers
     clf = Classifier.from_dir(out)
     answers = clf.predict(
         [
