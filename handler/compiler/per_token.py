@@ -480,7 +480,8 @@ class Refinements:
     - `gptq`: weights rounded row by row, each row's rounding error compensated in the rows
       not yet rounded, against the input's second moments (GPTQ). Free at run time.
     - `smooth_alpha`: SmoothQuant on LayerNorm outputs, x / s into the quantiser, s into the
-      weight rows: one multiplication over each such input.
+      weight rows: one multiplication over each such input. Like `split` and `ffn_apart`, only
+      where `rotate` does not apply (a width that is not a multiple of its block, or None).
     - `apart`: the inputs' `apart` channels with the largest |x| (LayerNorm outputs of
       DistilBERT carry one ~13x the median) are left out of the row's scale and multiplied in
       fp32. On GELU outputs they are gathered from the GELU's output, and the Add that shifts
