@@ -262,8 +262,8 @@ def parser() -> argparse.ArgumentParser:
         choices=["balanced", "high"],
         default="balanced",
         help="balanced (default): calibrated int8 at the previous recipe's speed; high: also keep "
-        "LayerNorm outputs' outlier channels in fp32, ~20%% fewer label flips on out-of-domain "
-        "text for 8-17%% of throughput (docs/building.md, Fidelity)",
+        "LayerNorm outputs' outlier channels in fp32, ~15%% fewer label flips on out-of-domain "
+        "text for 15-19%% of throughput (docs/building.md, Fidelity)",
     )
     b.set_defaults(func=cmd_build)
 

@@ -487,8 +487,8 @@ class Refinements:
       fp32. On GELU outputs they are gathered from the GELU's output, and the Add that shifts
       it for the quantiser shifts them far below 0 (they round to 0): one Gather and a small
       fp32 GEMM. On LayerNorm outputs ("norm" in `apart_kinds`) it costs a GEMM-output-sized
-      addition per GEMM: the `high` fidelity (16 channels), 8-17% of throughput, for ~30%
-      fewer label flips.
+      addition per GEMM: the `high` fidelity (16 channels), 15-19% of throughput, for ~15%
+      fewer label flips (with the rotation; ~30% before it).
     - `centre`: LayerNorm outputs centred before quantisation, each channel's calibration mean
       c subtracted (DistilBERT's carry channels whose offset is larger than their spread), c W
       added back through the consumers' biases. The LayerNorm writes y - c itself (beta - c)
