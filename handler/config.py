@@ -109,7 +109,7 @@ class Settings:
     input_prefix: str = ""
     output_bucket: str | None = None
     output_prefix: str = ""
-    batch_chunk_size: int = 64
+    batch_chunk_size: int = 256
     batch_time_margin_ms: int = 30_000
     # The distributed path (Step Functions Distributed Map) for objects too big for one call.
     state_machine_arn: str | None = None
@@ -148,7 +148,7 @@ class Settings:
             input_prefix=_prefix(env, "INPUT_PREFIX"),
             output_bucket=env.get("OUTPUT_BUCKET") or None,
             output_prefix=_prefix(env, "OUTPUT_PREFIX"),
-            batch_chunk_size=_int(env, "BATCH_CHUNK_SIZE", 64),
+            batch_chunk_size=_int(env, "BATCH_CHUNK_SIZE", 256),
             batch_time_margin_ms=_int(env, "BATCH_TIME_MARGIN_MS", 30_000, minimum=0),
             state_machine_arn=env.get("STATE_MACHINE_ARN") or None,
             distributed_min_bytes=_int(env, "DISTRIBUTED_MIN_MB", 64, minimum=0) << 20,

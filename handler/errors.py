@@ -39,6 +39,10 @@ class GateFailed(BuildError):
     """The quantised graph failed verification against the fp32 graph."""
 
 
+class OutOfTime(ClassifierError):
+    """The invocation's time budget ran out with work still to do (checked between runs)."""
+
+
 class DataFault(ClassifierError):
     """An object's bytes cannot be read further (bad gzip, malformed CSV header): not retryable."""
 

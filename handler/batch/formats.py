@@ -159,8 +159,13 @@ def _csv(text: IO[str], start: int = 1, strip_bom: bool = True) -> Iterator[Reco
         return
     except csv.Error as exc:
         raise DataFault(f"CSV header row is malformed: {exc}") from None
-    names = [h.strip().removeprefix("\ufeff").strip().lower() for h in header]
-    text_col = names.index("text") if "text" in names else None
+    names = [h.strip().lower() for h in header]
+    if names.count("text") != 1 or names.count("id") > 1:
+        # Without one 'text' column no row can be classified: one fault that names what the
+        # header holds, not the same error on every row (or, with two, a guess between them).
+        problem = "no 'text' column" if "text" not in names else "more than one 'text' or 'id'"
+        raise DataFault(f"CSV header has {problem}: found columns {header[:20]!r}"[:500])
+    text_col = names.index("text")
     id_col = names.index("id") if "id" in names else None
     n = 0
     while True:
@@ -177,9 +182,7 @@ def _csv(text: IO[str], start: int = 1, strip_bom: bool = True) -> Iterator[Reco
             yield Record(n, error="not valid UTF-8")
             continue
         rid = row[id_col] if id_col is not None and id_col < len(row) else None
-        if text_col is None:
-            yield Record(n, id=rid, error=f"CSV header has no 'text' column (found {header})")
-        elif len(row) != len(header):
+        if len(row) != len(header):
             yield Record(n, id=rid, error=f"row has {len(row)} fields, header has {len(header)}")
         else:
             value, error = _check_text(row[text_col])
@@ -227,7 +230,10 @@ class Reader:
             # GzipFile buffers and peeks itself; another BufferedReader on top would read it
             # with read(n), which loses the records before trailing garbage (read1 keeps them).
             binary = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
-        encoding, errors = "utf-8", "surrogateescape"
+        # At the object's start a UTF-8 byte-order mark (Excel's "CSV UTF-8", pandas'
+        # utf-8-sig) is dropped by the decoder, before any parser sees it: a quoted first CSV
+        # field behind it would otherwise be read as data, quotes and all.
+        encoding, errors = ("utf-8-sig" if strip_bom else "utf-8"), "surrogateescape"
         if strip_bom and self._early_fault is None:  # the object's first bytes: sniff them
             try:
                 head = binary.peek(SNIFF_BYTES)[:SNIFF_BYTES]  # type: ignore[attr-defined]

@@ -12,7 +12,6 @@ Functions Distributed Map), which writes the same bytes.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 import re
 import tempfile
@@ -26,6 +25,7 @@ from typing import IO, Any, Protocol
 from handler import strict_json
 from handler.batch.formats import Record, detect, records
 from handler.batch.refs import ObjectRef
+from handler.errors import OutOfTime
 from handler.inference import LEGACY, Classifier
 from handler.observability import LOW_CONFIDENCE, logger, record_prediction
 
@@ -96,16 +96,19 @@ def _record(lines: list[dict[str, Any]], tokens: int, started: float) -> None:
     )
 
 
-def classify_chunk(classifier: Classifier, chunk: list[Record]) -> tuple[list[dict[str, Any]], int]:
+def classify_chunk(
+    classifier: Classifier, chunk: list[Record], stop: Callable[[], bool] | None = None
+) -> tuple[list[dict[str, Any]], int]:
     """Lines for a chunk of records, in order, and the tokens fed; valid texts go through the
-    classifier together (micro-batched, batch-invariant)."""
+    classifier together (length-sorted micro-batches, batch-invariant). `stop` is asked between
+    micro-batches (OutOfTime when it says so)."""
     texts = [(r, r.text) for r in chunk if r.text is not None]
     encoded = classifier.tokenizer.encode([t for _, t in texts]) if texts else []
     good = [(r, e) for (r, _), e in zip(texts, encoded, strict=True) if e.problem is None]
     unreadable = {
         r.number: e.problem for (r, _), e in zip(texts, encoded, strict=True) if e.problem
     }
-    results = classifier.run_all([e for _, e in good])
+    results = classifier.run_all([e for _, e in good], stop)
     scores = classifier.scores(results, None)
     answers = classifier.format(scores, single=False, top_k=LEGACY)
     by_number = {
@@ -120,8 +123,24 @@ def classify_chunk(classifier: Classifier, chunk: list[Record]) -> tuple[list[di
     return lines, sum(res.num_tokens for res in results)
 
 
+# A chunk also ends at this many characters of text, so that a chunk of very long records
+# (up to MAX_RECORD_CHARS each) stays small in memory; typical records never reach it.
+CHUNK_CHARS = 4_000_000
+
+
 def _chunks(items: Iterator[Record], size: int) -> Iterator[list[Record]]:
-    while chunk := list(itertools.islice(items, size)):
+    """Records in chunks of `size` (or fewer, at CHUNK_CHARS). A chunk is length-sorted into
+    micro-batches: the larger it is, the less padding (SST-2, 8 per micro-batch: padded tokens
+    over real ones 1.104 in chunks of 64, 1.031 in 256, 1.008 over all 872 at once)."""
+    chunk: list[Record] = []
+    chars = 0
+    for record in items:
+        chunk.append(record)
+        chars += len(record.text) if record.text is not None else 0
+        if len(chunk) >= size or chars >= CHUNK_CHARS:
+            yield chunk
+            chunk, chars = [], 0
+    if chunk:
         yield chunk
 
 
@@ -172,12 +191,16 @@ def classify_into(
     stop: Callable[[], bool] | None = None,
 ) -> bool:
     """Classify records into `out`, one line each, in order. False when `stop()` said so with
-    records still to do (checked between chunks); True when every record is written."""
+    records still to do (asked between micro-batches, so the overshoot is one model run at
+    most); True when every record is written."""
     chunks = _chunks(items, chunk_size)
     chunk = next(chunks, None)
     while chunk is not None:
         t0 = time.perf_counter()
-        lines, tokens = classify_chunk(classifier, chunk)
+        try:
+            lines, tokens = classify_chunk(classifier, chunk, stop)
+        except OutOfTime:
+            return False
         _write(out, lines)
         progress.add(lines, kinds)
         _record(lines, tokens, t0)
@@ -234,7 +257,7 @@ def run(
     dest: Destination,
     model_digest: str | None,
     *,
-    chunk_size: int = 64,
+    chunk_size: int = 256,
     time_left_ms: Callable[[], int] | None = None,
     margin_ms: int = 30_000,
     hand_off: HandOff | None = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from handler.errors import ArtifactError, InvalidInput
+from handler.errors import ArtifactError, InvalidInput, OutOfTime
 from handler.inference import postprocess
 from handler.inference.postprocess import LEGACY, FloatArray, TopK
 from handler.inference.session import create_session
@@ -183,21 +183,28 @@ class Classifier:
         file they are given."""
         return self.run_all(self.tokenizer.encode(list(texts)))
 
-    def run_all(self, encoded: Sequence[Encoded]) -> list[TextResult]:
-        """Run tokenised texts (in micro-batches where the graph allows); input order kept."""
+    def run_all(
+        self, encoded: Sequence[Encoded], stop: Callable[[], bool] | None = None
+    ) -> list[TextResult]:
+        """Run tokenised texts (in micro-batches where the graph allows); input order kept.
+
+        `stop` is asked before every run after the first: when it says so, OutOfTime is raised
+        and the work is dropped, so a caller with a deadline overshoots it by one run at most.
+        """
         if not encoded:
             return []
         logits: list[FloatArray | None] = [None] * len(encoded)
         if self._batch == 1:
-            for i, enc in enumerate(encoded):
-                logits[i] = self.run_encoded([enc])[0]
+            groups = [[i] for i in range(len(encoded))]
         else:
             # Sort by length so each padded micro-batch wastes little on padding.
             order = sorted(range(len(encoded)), key=lambda i: encoded[i].length)
-            for start in range(0, len(order), self._batch):
-                idx = order[start : start + self._batch]
-                for i, row in zip(idx, self.run_encoded([encoded[i] for i in idx]), strict=True):
-                    logits[i] = row
+            groups = [order[s : s + self._batch] for s in range(0, len(order), self._batch)]
+        for n, idx in enumerate(groups):
+            if n and stop is not None and stop():
+                raise OutOfTime(f"stopped with {len(groups) - n} of {len(groups)} runs to do")
+            for i, row in zip(idx, self.run_encoded([encoded[i] for i in idx]), strict=True):
+                logits[i] = row
         return [
             TextResult(logits=lg, num_tokens=enc.length, truncated=enc.truncated)
             for lg, enc in zip(logits, encoded, strict=True)

@@ -91,10 +91,13 @@ def test_bad_csv_rows_are_reported_in_place(batch: Batch) -> None:
     assert "error" in out[6] and len(out) == 7
 
 
-def test_csv_without_text_column_reports_every_row(batch: Batch) -> None:
+def test_csv_without_text_column_is_a_data_fault_naming_the_columns(batch: Batch) -> None:
     batch.invoke(batch.upload("incoming/notext.csv", "id,body\n1,good\n2,bad\n"))
-    out = batch.output("incoming/notext.csv")
-    assert len(out) == 2 and all("no 'text' column" in ln["error"] for ln in out)
+    assert batch.output("incoming/notext.csv") == []
+    summary = batch.summary("incoming/notext.csv")
+    assert summary["object_incomplete"] is True and summary["data_fault"]["record"] == 1
+    assert "no 'text' column" in summary["data_fault"]["error"]
+    assert "['id', 'body']" in summary["data_fault"]["error"]
 
 
 def test_txt_empty_lines_and_crlf(batch: Batch) -> None:

@@ -140,3 +140,52 @@ def test_repeat_is_skipped_only_for_the_same_object_and_model(tiny_model: Path) 
     assert run(ref, clf, store, dest, "model-1")["status"] == "already_done"
     assert run(ref, clf, store, dest, "model-2")["status"] == "done"  # new model: reclassify
     assert run(ObjectRef("in", "a.txt", etag="e2"), clf, store, dest, "model-2")["status"] == "done"
+
+
+class CountingStop:
+    """A deadline that passes after `allowed` questions; counts the model runs made."""
+
+    def __init__(self, allowed: int) -> None:
+        self.allowed = allowed
+        self.asked = 0
+
+    def __call__(self) -> bool:
+        self.asked += 1
+        return self.asked > self.allowed
+
+
+def test_the_deadline_is_asked_between_micro_batches_of_a_chunk(tiny_model: Path) -> None:
+    from collections import Counter
+
+    from handler.batch.job import Progress, classify_into
+
+    clf = Classifier.from_dir(tiny_model)
+    assert clf._batch > 1  # padded micro-batches: one chunk holds many runs
+    body = b"".join(b"great %d\n" % i for i in range(200))
+    items = iter(records(io.BytesIO(body), ".txt", False))
+    runs = 0
+    real = clf.run_encoded
+
+    def counted(batch: Any) -> Any:
+        nonlocal runs
+        runs += 1
+        return real(batch)
+
+    clf.run_encoded = counted  # type: ignore[method-assign]
+    stop = CountingStop(allowed=2)
+    out, progress = io.BytesIO(), Progress()
+    finished = classify_into(out, items, clf, progress, Counter(), 256, stop)
+    # One chunk of 200 records (25 micro-batches of 8): stopped after three runs, not 25.
+    assert not finished and runs == 3 and stop.asked == 3
+    assert out.getvalue() == b"" and progress.records == 0  # nothing half-written
+
+
+def test_a_chunk_of_very_long_records_ends_at_the_character_budget() -> None:
+    from handler.batch import job
+    from handler.batch.formats import Record
+
+    text = "x" * (job.CHUNK_CHARS // 3 + 1)
+    items = [Record(i + 1, text=text) for i in range(7)] + [Record(8, error="bad")]
+    sizes = [len(c) for c in job._chunks(iter(items), 256)]
+    assert sizes == [3, 3, 2] and sum(sizes) == len(items)
+    assert [len(c) for c in job._chunks(iter(items), 2)] == [2, 2, 2, 2]
