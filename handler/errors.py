@@ -39,6 +39,10 @@ class GateFailed(BuildError):
     """The quantised graph failed verification against the fp32 graph."""
 
 
+class ObjectsFailed(ClassifierError):
+    """Some objects of a notification with several failed; every other one was still tried."""
+
+
 class OutOfTime(ClassifierError):
     """The invocation's time budget ran out with work still to do (checked between runs)."""
 

@@ -16,6 +16,7 @@ from handler.errors import (
     InvalidInput,
     MalformedEvent,
     ObjectChanged,
+    ObjectsFailed,
     UnsupportedEvent,
 )
 from handler.observability import logger
@@ -25,12 +26,13 @@ if TYPE_CHECKING:
     from handler.batch.shards import ShardStore
 
 
-def refs_from_s3_event(event: dict[str, Any]) -> list[ObjectRef]:
-    """The objects an S3 notification's ObjectCreated records name."""
+def created_records(event: dict[str, Any]) -> list[Any]:
+    """An S3 notification's ObjectCreated records (each parsed on its own, when processed)."""
     return [
-        refs.ref(record, refs.NOTIFICATION)
+        record
         for record in event.get("Records", [])
-        if str(record.get("eventName", "")).startswith("ObjectCreated")
+        if not isinstance(record, dict)
+        or str(record.get("eventName", "")).startswith("ObjectCreated")
     ]
 
 
@@ -175,8 +177,37 @@ class BatchAdapter:
             return shards.merge(job, self.store, digest)
         raise UnsupportedEvent(f"unknown distributed step {step!r}: expected plan, shard or merge")
 
+    def process_records(self, notification: dict[str, Any], context: Any) -> list[dict[str, Any]]:
+        """Every object of one S3 notification, each tried: one that fails (missing, malformed,
+        throttled) does not keep the others from being classified. The failures are raised
+        together after the others are done; a retry skips the finished ones (idempotent)."""
+        records = created_records(notification)
+        results: list[dict[str, Any]] = []
+        failed: list[tuple[int, Exception]] = []
+        for i, record in enumerate(records):
+            try:
+                if not isinstance(record, dict):
+                    raise MalformedEvent(f"record {i} is {type(record).__name__}, not an object")
+                results.append(self.process(refs.ref(record, refs.NOTIFICATION), context))
+            except Exception as exc:  # tried one by one; raised after the rest, below
+                logger.exception("object failed; the others are still tried", extra={"record": i})
+                failed.append((i, exc))
+        if not failed:
+            return results
+        first = failed[0][1]
+        if len(records) == 1:
+            raise first  # nothing else was to be tried: the error as it is
+        message = (
+            f"{len(failed)} of {len(records)} objects failed (records "
+            f"{', '.join(str(i) for i, _ in failed[:20])}); the others were classified. "
+            f"First: {type(first).__name__}: {first}"
+        )[:2000]
+        if all(isinstance(exc, MalformedEvent) for _, exc in failed):
+            raise MalformedEvent(message) from first  # a retry cannot mend them: poison
+        raise ObjectsFailed(message) from first
+
     def handle_s3(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return {"results": [self.process(ref, context) for ref in refs_from_s3_event(event)]}
+        return {"results": self.process_records(event, context)}
 
     def handle_eventbridge(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"results": [self.process(refs.ref(event, refs.EVENTBRIDGE), context)]}
@@ -191,7 +222,7 @@ class BatchAdapter:
                 raise MalformedEvent(f"{what} has no 'Sns' object")
             body = s3_notification(_json_object(sns.get("Message"), f"{what}: Message"), what)
             if body is not None:
-                results += [self.process(ref, context) for ref in refs_from_s3_event(body)]
+                results += self.process_records(body, context)
         return {"results": results}
 
     def handle_sqs(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -203,8 +234,8 @@ class BatchAdapter:
             what = f"SQS message {message_id}"
             try:
                 body = s3_notification(unwrap(_json_object(message.get("body"), what), what), what)
-                for ref in refs_from_s3_event(body) if body is not None else []:
-                    self.process(ref, context)
+                if body is not None:
+                    self.process_records(body, context)
             except MalformedEvent as exc:
                 # A poison message: never deleted silently. Reported as failed, it returns to
                 # the queue until the redrive policy moves it to the dead-letter queue.

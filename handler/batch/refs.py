@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
+from handler.errors import MalformedEvent
+
 
 @dataclass(frozen=True)
 class ObjectRef:
@@ -45,14 +47,24 @@ EVENTBRIDGE = Shape(container="detail", etag="etag", version="version-id", decod
 
 def ref(node: Mapping[str, Any], shape: Shape) -> ObjectRef:
     """The object `node` (a notification record, or an EventBridge event) names. A node without
-    the shape's fields raises KeyError: the callers decided its shape already."""
-    inner = node[shape.container]
-    obj = inner["object"]
+    the shape's fields (bucket name and object key, both strings) is a MalformedEvent."""
+    try:
+        inner = node[shape.container]
+        obj = inner["object"]
+        bucket, key = inner["bucket"]["name"], obj["key"]
+        version, etag = obj.get(shape.version), obj.get(shape.etag)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise MalformedEvent(
+            f"S3 event record without its {shape.container}.bucket.name / "
+            f"{shape.container}.object.key ({type(exc).__name__}: {exc})"[:300]
+        ) from None
+    if not isinstance(bucket, str) or not isinstance(key, str) or not bucket or not key:
+        raise MalformedEvent("S3 event record whose bucket name or object key is not a string")
     return ObjectRef(
-        bucket=inner["bucket"]["name"],
-        key=shape.decode_key(obj["key"]),
-        version_id=obj.get(shape.version) or None,
-        etag=obj.get(shape.etag) or None,
+        bucket=bucket,
+        key=shape.decode_key(key),
+        version_id=version if isinstance(version, str) and version else None,
+        etag=etag if isinstance(etag, str) and etag else None,
     )
 
 

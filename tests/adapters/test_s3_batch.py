@@ -309,3 +309,31 @@ def test_sns_fan_out_direct_and_through_sqs(batch: Batch) -> None:
     sqs["Records"][0]["body"] = json.dumps(envelope)
     assert batch.invoke(sqs) == {"batchItemFailures": []}
     assert [ln["label"] for ln in batch.output(key2)] == EXPECTED
+
+
+@pytest.mark.parametrize("bad", ["missing", "malformed"])
+def test_every_record_of_a_direct_event_is_tried_before_a_failure_is_raised(
+    batch: Batch, bad: str
+) -> None:
+    from handler.errors import MalformedEvent, ObjectsFailed
+
+    keys = [f"incoming/many-{i}.txt" for i in range(7)]
+    records = []
+    for i, key in enumerate(keys):
+        if i == 4:
+            if bad == "missing":  # announced, then gone before the function read it
+                records += batch.upload(key, "great\n")["Records"]
+                batch.client.delete_object(Bucket=batch.settings.input_bucket, Key=key)
+            else:
+                records.append({"eventName": "ObjectCreated:Put", "s3": {"bucket": {}}})
+            continue
+        records += batch.upload(key, f"great {i}\nawful\n")["Records"]
+    expected = MalformedEvent if bad == "malformed" else (ObjectsFailed, MalformedEvent)
+    with pytest.raises(expected, match="1 of 7 objects failed \\(records 4\\)"):
+        batch.invoke({"Records": records})
+    for i, key in enumerate(keys):
+        if i != 4:
+            assert [ln["record"] for ln in batch.output(key)] == [1, 2]
+    # The retry Lambda makes of the whole event redoes nothing that was done.
+    with pytest.raises(expected):
+        batch.invoke({"Records": records})
