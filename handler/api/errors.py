@@ -65,12 +65,35 @@ def body(
     return out
 
 
+# An error body stays small whatever the input: a list of a million bad items (or thousands of
+# unknown keys) is one error each to pydantic, and an answer past Lambda's 6 MB response limit
+# reaches the caller as a 502. The first few are shown, and how many there were.
+MAX_DETAILS = 10
+MAX_LOC_CHARS = 100
+
+
+def _loc(loc: Any) -> list[Any]:
+    return [p if isinstance(p, int) else str(p)[:MAX_LOC_CHARS] for p in loc]
+
+
 def _validation_details(exc: ValidationError | RequestValidationError) -> list[dict[str, Any]]:
     # Keep loc/msg/type; drop "input", which would echo the caller's text.
     return [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-        for e in exc.errors()
+        {
+            "loc": _loc(e.get("loc", ())),
+            "msg": str(e.get("msg", ""))[:200],
+            "type": e.get("type", ""),
+        }
+        for e in exc.errors()[:MAX_DETAILS]
     ]
+
+
+def _validation_body(exc: ValidationError | RequestValidationError, message: str) -> dict[str, Any]:
+    out = body(exc, message, _validation_details(exc))
+    total = len(exc.errors()) if isinstance(exc, RequestValidationError) else exc.error_count()
+    if total > MAX_DETAILS:
+        out["details_total"] = total  # only the first MAX_DETAILS are listed
+    return out
 
 
 def install(app: FastAPI) -> None:
@@ -85,14 +108,14 @@ def install(app: FastAPI) -> None:
     async def validation(_: Request, exc: ValidationError) -> JSONResponse:
         details = _validation_details(exc)
         first = details[0] if details else {"loc": [], "msg": "invalid"}
-        where = ".".join(str(p) for p in first["loc"]) or "body"
+        where = ".".join(str(p) for p in first["loc"])[:200] or "body"
         return JSONResponse(
-            body(exc, f"invalid request: {where}: {first['msg']}", details), status_code=422
+            _validation_body(exc, f"invalid request: {where}: {first['msg']}"), status_code=422
         )
 
     @app.exception_handler(RequestValidationError)
     async def request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(body(exc, "invalid request", _validation_details(exc)), status_code=422)
+        return JSONResponse(_validation_body(exc, "invalid request"), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
