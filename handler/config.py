@@ -111,6 +111,9 @@ class Settings:
     output_prefix: str = ""
     batch_chunk_size: int = 256
     batch_time_margin_ms: int = 30_000
+    # How far a .gz object may inflate (handler/batch/formats.py, Inflation).
+    max_decompressed_bytes: int = 4 << 30
+    max_compression_ratio: float = 100.0
     # The distributed path (Step Functions Distributed Map) for objects too big for one call.
     state_machine_arn: str | None = None
     distributed_min_bytes: int = 64 << 20
@@ -132,6 +135,9 @@ class Settings:
         min_score = _float(env, "MIN_SCORE", 0.0) if min_score_raw else None
         if min_score is not None and not 0.0 <= min_score <= 1.0:
             raise ConfigError(f"MIN_SCORE must be between 0 and 1, got {min_score}")
+        ratio = _float(env, "MAX_COMPRESSION_RATIO", 100.0)
+        if not 1.0 <= ratio < float("inf"):
+            raise ConfigError(f"MAX_COMPRESSION_RATIO must be a finite number >= 1, got {ratio}")
         model_dir, model_dir_origin = default_model_dir(env)
         role = (env.get("FUNCTION_ROLE") or "all").strip().lower()
         settings = cls(
@@ -150,6 +156,8 @@ class Settings:
             output_prefix=_prefix(env, "OUTPUT_PREFIX"),
             batch_chunk_size=_int(env, "BATCH_CHUNK_SIZE", 256),
             batch_time_margin_ms=_int(env, "BATCH_TIME_MARGIN_MS", 30_000, minimum=0),
+            max_decompressed_bytes=_int(env, "MAX_DECOMPRESSED_MB", 4096) << 20,
+            max_compression_ratio=ratio,
             state_machine_arn=env.get("STATE_MACHINE_ARN") or None,
             distributed_min_bytes=_int(env, "DISTRIBUTED_MIN_MB", 64, minimum=0) << 20,
             shard_records=_int(env, "SHARD_RECORDS", 5_000),

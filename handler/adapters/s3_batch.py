@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from handler import strict_json
 from handler.batch import refs
-from handler.batch.formats import detect
+from handler.batch.formats import Inflation, detect
 from handler.batch.job import PREDICTIONS, Destination, HandOff, run
 from handler.batch.refs import ObjectRef
 from handler.config import Settings
@@ -153,6 +153,7 @@ class BatchAdapter:
                 margin_ms=self.settings.batch_time_margin_ms,
                 hand_off=self._hand_off(dest),
                 hand_off_bytes=self.settings.distributed_min_bytes,
+                inflation=self._inflation(),
             )
         except ObjectChanged as exc:
             # Not retryable: the newer object has its own event. Said loudly, never classified.
@@ -167,7 +168,7 @@ class BatchAdapter:
         job = shards.Job.from_json(event.get("job"), step)
         digest = self.model.manifest_sha256
         if step == "plan":
-            return shards.plan(job, self.store, digest)
+            return shards.plan(job, self.store, digest, self._inflation())
         if step == "shard":
             item = event.get("shard")
             if not isinstance(item, dict):
@@ -176,6 +177,12 @@ class BatchAdapter:
         if step == "merge":
             return shards.merge(job, self.store, digest)
         raise UnsupportedEvent(f"unknown distributed step {step!r}: expected plan, shard or merge")
+
+    def _inflation(self) -> Inflation:
+        return Inflation(
+            max_bytes=self.settings.max_decompressed_bytes,
+            max_ratio=self.settings.max_compression_ratio,
+        )
 
     def process_records(self, notification: dict[str, Any], context: Any) -> list[dict[str, Any]]:
         """Every object of one S3 notification, each tried: one that fails (missing, malformed,

@@ -189,11 +189,55 @@ def _csv(text: IO[str], start: int = 1, strip_bom: bool = True) -> Iterator[Reco
             yield Record(n, id=rid, text=value, error=error)
 
 
+@dataclass(frozen=True)
+class Inflation:
+    """How far a .gz object may expand: an absolute budget of decompressed bytes, and a ratio to
+    the compressed bytes read so far (checked once past `grace` bytes). Text compresses 3-10x;
+    a gzip bomb (1 MiB of zeros or newlines expands ~1,000x) is stopped with a data fault that
+    names the limit, within the first megabytes, instead of staging gigabytes of empty-line
+    errors for hours."""
+
+    max_bytes: int = 4 << 30
+    max_ratio: float = 100.0
+    grace: int = 1 << 20
+
+
+class _BoundedGzip(gzip.GzipFile):
+    """GzipFile that counts what it inflates (read and read1; peek is for the sniff only)."""
+
+    def __init__(self, raw: _Raw, buffered: IO[bytes], limit: Inflation) -> None:
+        super().__init__(fileobj=buffered, mode="rb")
+        self._counter, self._limit, self._out = raw, limit, 0
+
+    def _count(self, data: bytes) -> bytes:
+        self._out += len(data)
+        limit = self._limit
+        if self._out > limit.max_bytes:
+            raise DataFault(
+                f"gzip: decompresses past {limit.max_bytes >> 20} MB (MAX_DECOMPRESSED_MB)"
+            )
+        if self._out > limit.grace and self._out > limit.max_ratio * max(
+            self._counter.read_bytes, 1
+        ):
+            raise DataFault(
+                f"gzip: expands more than {limit.max_ratio:g}x its compressed size "
+                "(MAX_COMPRESSION_RATIO): a compression bomb, or data too repetitive to be text"
+            )
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._count(super().read(size))
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._count(super().read1(size))
+
+
 class _Raw(io.RawIOBase):
     """Any object with read(n) (botocore's StreamingBody) as a raw stream io can buffer."""
 
     def __init__(self, source: Any) -> None:
         self._source = source
+        self.read_bytes = 0
 
     def readable(self) -> bool:
         return True
@@ -201,6 +245,7 @@ class _Raw(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         data = self._source.read(len(buffer))
         buffer[: len(data)] = data
+        self.read_bytes += len(data)
         return len(data)
 
 
@@ -212,7 +257,13 @@ class Reader:
     """
 
     def __init__(
-        self, stream: Any, fmt: str, gz: bool, first_record: int = 1, strip_bom: bool = True
+        self,
+        stream: Any,
+        fmt: str,
+        gz: bool,
+        first_record: int = 1,
+        strip_bom: bool = True,
+        inflation: Inflation | None = None,
     ) -> None:
         """`first_record`/`strip_bom`: a byte range of a line-per-record object that starts at a
         line boundary inside it (a shard) reads as the same records, numbered as in the whole."""
@@ -221,7 +272,8 @@ class Reader:
             raise ValueError("a CSV object is read from its start: records may span lines")
         self._start, self._strip_bom = first_record, strip_bom
         self._early_fault: str | None = None
-        raw = io.BufferedReader(_Raw(stream), buffer_size=_READ)
+        counter = _Raw(stream)
+        raw = io.BufferedReader(counter, buffer_size=_READ)
         binary: IO[bytes] = raw
         self.gz = gz
         if gz:
@@ -229,7 +281,7 @@ class Reader:
                 self._early_fault = "gzip: the object is empty (0 bytes), not a gzip stream"
             # GzipFile buffers and peeks itself; another BufferedReader on top would read it
             # with read(n), which loses the records before trailing garbage (read1 keeps them).
-            binary = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+            binary = _BoundedGzip(counter, raw, inflation or Inflation())  # type: ignore[assignment]
         # At the object's start a UTF-8 byte-order mark (Excel's "CSV UTF-8", pandas'
         # utf-8-sig) is dropped by the decoder, before any parser sees it: a quoted first CSV
         # field behind it would otherwise be read as data, quotes and all.
@@ -265,8 +317,8 @@ class Reader:
             self.fault = f"gzip: {exc or type(exc).__name__}"
 
 
-def records(stream: Any, fmt: str, gz: bool) -> Reader:
-    return Reader(stream, fmt, gz)
+def records(stream: Any, fmt: str, gz: bool, inflation: Inflation | None = None) -> Reader:
+    return Reader(stream, fmt, gz, inflation=inflation)
 
 
 def line_per_record(fmt: str, gz: bool) -> bool:

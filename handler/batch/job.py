@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import IO, Any, Protocol
 
 from handler import strict_json
-from handler.batch.formats import Record, detect, records
+from handler.batch.formats import Inflation, Record, detect, records
 from handler.batch.refs import ObjectRef
 from handler.errors import OutOfTime
 from handler.inference import LEGACY, Classifier
@@ -262,6 +262,7 @@ def run(
     margin_ms: int = 30_000,
     hand_off: HandOff | None = None,
     hand_off_bytes: int | None = None,
+    inflation: Inflation | None = None,
 ) -> dict[str, Any]:
     """Classify every record of `ref` in this invocation, or hand the object to the distributed
     path: at once when it has at least `hand_off_bytes`, or when less than `margin_ms` is left
@@ -296,7 +297,7 @@ def run(
     progress, kinds = Progress(), Counter[str]()
     with staged_file("predictions-") as path:
         with open(path, "wb") as out:
-            reader = records(stream, fmt, gz)
+            reader = records(stream, fmt, gz, inflation)
             finished = classify_into(
                 out, iter(reader), classifier, progress, kinds, chunk_size, out_of_time
             )

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from handler import strict_json
 from handler.batch.formats import (
     SNIFF_BYTES,
+    Inflation,
     Reader,
     Record,
     _Raw,
@@ -215,7 +216,9 @@ class _Replay:
         return data
 
 
-def plan(job: Job, store: ShardStore, model_digest: str | None) -> dict[str, Any]:
+def plan(
+    job: Job, store: ShardStore, model_digest: str | None, inflation: Inflation | None = None
+) -> dict[str, Any]:
     """Cut the object into shards; write the shard list (the Map's items) and the plan."""
     _check_model(job, model_digest)
     ref = job.source
@@ -242,7 +245,7 @@ def plan(job: Job, store: ShardStore, model_digest: str | None) -> dict[str, Any
                 {"index": i, "first_record": first, "records": count, "range": [start, end]}
             )
     else:
-        reader = records(stream, job.format, job.gz)
+        reader = records(stream, job.format, job.gz, inflation)
         total = 0
         batch: list[bytes] = []
         for record in reader:

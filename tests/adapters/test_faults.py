@@ -132,3 +132,14 @@ def test_sqs_poison_messages_are_failures_with_a_reason(
     assert "SQS message not-s3 is not an S3 notification (keys: order)" in logs
     assert "SNS envelope's Message is not JSON" in logs
     assert len(batch.output("incoming/fine.txt")) == 2
+
+
+def test_a_gzip_bomb_ends_as_a_data_fault_naming_its_limit(batch: Batch) -> None:
+    import gzip
+
+    key = "incoming/bomb.txt.gz"
+    body = gzip.compress((b"y" * 999 + b"\n") * 60_000, compresslevel=9)
+    result = batch.invoke(batch.upload(key, body))["results"][0]
+    assert result["status"] == "done"
+    summary = _check_incomplete(batch, key, "MAX_COMPRESSION_RATIO")
+    assert 0 < summary["records"] < 20_000
