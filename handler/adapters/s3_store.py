@@ -67,6 +67,7 @@ class S3Store:
             resp.get("VersionId") or ref.version_id,
             resp.get("ETag", "").strip('"') or ref.etag,
             size,
+            ref.sequencer,
         )
         return resp["Body"], pinned
 

@@ -24,7 +24,7 @@ from typing import IO, Any, Protocol
 
 from handler import strict_json
 from handler.batch.formats import Inflation, Record, detect, records
-from handler.batch.refs import ObjectRef
+from handler.batch.refs import ObjectRef, later
 from handler.errors import OutOfTime
 from handler.inference import LEGACY, Classifier
 from handler.observability import LOW_CONFIDENCE, logger, record_prediction
@@ -181,6 +181,31 @@ def already_done(
     return None
 
 
+def newer_output(store: Store, dest: Destination, ref: ObjectRef) -> dict[str, Any] | None:
+    """The source of a published output made from a later event of this key than `ref`'s (a
+    newer version), if there is one: an older version's late or retried event must never
+    replace it."""
+    done = store.get_json(dest.bucket, dest.key(ref.key, SUMMARY))
+    source = done.get("source") if isinstance(done, dict) else None
+    if isinstance(source, dict) and later(source.get("sequencer"), ref.sequencer):
+        return source
+    return None
+
+
+def stale(ref: ObjectRef, newer: dict[str, Any]) -> dict[str, Any]:
+    """Acknowledged, not retried: the newer version's output stays."""
+    logger.warning(
+        "stale event: the output was made from a later version of this key; left as it is",
+        extra={"key": ref.key, "version": ref.version_id, "newer_version": newer.get("version_id")},
+    )
+    return {
+        "status": "stale",
+        "source": asdict(ref),
+        "reason": f"the output was made from a later event of this key (version "
+        f"{newer.get('version_id')}, sequencer {newer.get('sequencer')})",
+    }
+
+
 def classify_into(
     out: IO[bytes],
     items: Iterator[Record],
@@ -280,6 +305,9 @@ def run(
     if done is not None:
         logger.info("already classified: repeated event", extra={"key": out_key})
         return {**done, "status": "already_done"}
+    newer = newer_output(store, dest, ref)
+    if newer is not None:
+        return stale(ref, newer)
 
     stream, pinned = store.open(ref)  # pinned: the exact version/etag being read
     if (
@@ -310,6 +338,10 @@ def run(
                 extra={"records_done": progress.records, "bytes": pinned.size},
             )
             return hand_off(pinned, "time")
+        newer = newer_output(store, dest, ref)  # a later version may have landed meanwhile
+        if newer is not None:
+            _close(stream)
+            return stale(ref, newer)
         store.upload_file(dest.bucket, out_key, path, NDJSON)
     summary = summarize(
         pinned,

@@ -29,6 +29,19 @@ class ObjectRef:
     version_id: str | None = None
     etag: str | None = None
     size: int | None = None  # bytes, when known (the pinned object's Content-Length)
+    # Orders the events of one key (S3 documents it for exactly this): see `later`.
+    sequencer: str | None = None
+
+
+def later(a: str | None, b: str | None) -> bool:
+    """True when sequencer `a` is known to come after `b`: hexadecimal strings of one key's
+    events, compared as S3 documents after right-padding the shorter with zeros
+    (https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html).
+    Unknown (None, or not hexadecimal) orders nothing."""
+    if not a or not b or not all(c in "0123456789abcdefABCDEF" for c in a + b):
+        return False
+    width = max(len(a), len(b))
+    return a.upper().ljust(width, "0") > b.upper().ljust(width, "0")
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,7 @@ def ref(node: Mapping[str, Any], shape: Shape) -> ObjectRef:
         obj = inner["object"]
         bucket, key = inner["bucket"]["name"], obj["key"]
         version, etag = obj.get(shape.version), obj.get(shape.etag)
+        sequencer = obj.get("sequencer")
     except (KeyError, TypeError, AttributeError) as exc:
         raise MalformedEvent(
             f"S3 event record without its {shape.container}.bucket.name / "
@@ -65,6 +79,7 @@ def ref(node: Mapping[str, Any], shape: Shape) -> ObjectRef:
         key=shape.decode_key(key),
         version_id=version if isinstance(version, str) and version else None,
         etag=etag if isinstance(etag, str) and etag else None,
+        sequencer=sequencer if isinstance(sequencer, str) and sequencer else None,
     )
 
 

@@ -54,7 +54,9 @@ from handler.batch.job import (
     Store,
     already_done,
     classify_into,
+    newer_output,
     staged_file,
+    stale,
     summarize,
 )
 from handler.batch.refs import ObjectRef
@@ -339,6 +341,9 @@ def merge(job: Job, store: ShardStore, model_digest: str | None) -> dict[str, An
     done = already_done(store, dest, ref, job.model_sha256)
     if done is not None:  # a re-run after a complete merge: nothing to do, nothing to undo
         return {**done, "status": "already_done"}
+    newer = newer_output(store, dest, ref)
+    if newer is not None:  # a later version's output was published meanwhile: it stays
+        return stale(ref, newer)
     _check_model(job, model_digest)
     work_bucket = job.work.bucket
     planned = store.get_json(work_bucket, _work_key(job, "plan.json"))

@@ -337,3 +337,50 @@ def test_every_record_of_a_direct_event_is_tried_before_a_failure_is_raised(
     # The retry Lambda makes of the whole event redoes nothing that was done.
     with pytest.raises(expected):
         batch.invoke({"Records": records})
+
+
+def _sequenced(event: dict[str, Any], sequencer: str) -> dict[str, Any]:
+    event["Records"][0]["s3"]["object"]["sequencer"] = sequencer
+    return event
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("0055AED6DCD90281E5", "0055AED6DCD90281E6"), ("0055AED6DCD9", "0055AED6DCD90281E5")],
+)
+def test_an_older_versions_late_event_never_replaces_newer_predictions(
+    batch: Batch, first: str, second: str
+) -> None:
+    batch.client.put_bucket_versioning(Bucket=INPUT, VersioningConfiguration={"Status": "Enabled"})
+    key = "incoming/late.txt"
+    v1 = _sequenced(batch.upload(key, "great\n"), first)
+    v2 = _sequenced(batch.upload(key, "awful\nawful\n"), second)
+    assert batch.invoke(v2)["results"][0]["status"] == "done"
+    newer = batch.output(key)
+    via_sqs = load_event("sqs-s3.json")
+    via_sqs["Records"][0]["body"] = json.dumps(v1)
+    for late in (v1, via_sqs):
+        result = batch.invoke(late)  # directly, then retried through SQS
+        assert result.get("batchItemFailures", []) == []  # acknowledged, not retried
+        assert batch.output(key) == newer == [{**newer[0]}, {**newer[1]}]
+        assert [ln["label"] for ln in newer] == ["NEGATIVE", "NEGATIVE"]
+    summary = batch.summary(key)
+    v2_object = v2["Records"][0]["s3"]["object"]
+    assert summary["source"]["version_id"] == v2_object["versionId"]
+    assert summary["source"]["sequencer"] == second
+    # In order (v1 first, then v2), both are classified and v2's output is the one left.
+    key2 = "incoming/in-order.txt"
+    w1 = _sequenced(batch.upload(key2, "great\n"), first)
+    w2 = _sequenced(batch.upload(key2, "awful\n"), second)
+    assert [batch.invoke(e)["results"][0]["status"] for e in (w1, w2)] == ["done", "done"]
+    assert [ln["label"] for ln in batch.output(key2)] == ["NEGATIVE"]
+
+
+def test_sequencers_compare_as_s3_documents() -> None:
+    from handler.batch.refs import later
+
+    assert later("0055AED6DCD90281E6", "0055AED6DCD90281E5")
+    assert later("0055AED6DCD90281E5", "0055AED6DCD9")  # right-padded: ...000000 < ...0281E5
+    assert later("0055aed6dcd90281e6", "0055AED6DCD90281E5")  # case does not order
+    assert not later("0055AED6DCD90281E5", "0055AED6DCD90281E5")
+    assert not later(None, "00") and not later("01", None) and not later("zz", "00")
