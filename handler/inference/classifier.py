@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from handler.inference.tokenizer import INPUT_NAMES, Encoded, TextTokenizer
 RUNTIME_CONFIG = "config.json"
 # Inputs this core knows how to produce; a graph declaring anything else is refused at load.
 KNOWN_INPUTS = INPUT_NAMES
-BATCHING_MODES = ("per_text", "padded")
+BATCHING_MODES = ("per_text", "padded", "same_length")
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,10 @@ class Classifier:
     call. Graphs whose every row is computed on its own (fp32, and per-token int8, whose
     activation scales are per token) run in length-sorted padded micro-batches ("padded").
     Artifacts of the earlier per-tensor int8 recipe, whose activation scales spanned the whole
-    input tensor, padding included, run one text at a time ("per_text").
+    input tensor, padding included, run one text at a time ("per_text"). Artifacts whose target's
+    kernels round a row differently when padding lengthens it (arm64: onnxruntime's
+    MultiHeadAttention on Neoverse N1) run texts of equal token length together, unpadded
+    ("same_length").
     """
 
     def __init__(
@@ -199,7 +203,10 @@ class Classifier:
         else:
             # Sort by length so each padded micro-batch wastes little on padding.
             order = sorted(range(len(encoded)), key=lambda i: encoded[i].length)
-            groups = [order[s : s + self._batch] for s in range(0, len(order), self._batch)]
+            runs = [order]
+            if self.config.batching == "same_length":  # never padded: equal lengths only
+                runs = [list(g) for _, g in groupby(order, key=lambda i: encoded[i].length)]
+            groups = [r[s : s + self._batch] for r in runs for s in range(0, len(r), self._batch)]
         for n, idx in enumerate(groups):
             if n and stop is not None and stop():
                 raise OutOfTime(f"stopped with {len(groups) - n} of {len(groups)} runs to do")

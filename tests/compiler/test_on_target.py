@@ -71,8 +71,12 @@ def test_an_arm64_build_is_verified_on_an_emulated_graviton(tmp_path: Path) -> N
     assert where["describes_target"] is True and where["target_cpu"]["machine"] == "aarch64"
     assert where["target_cpu"]["qemu_cpu"] == "neoverse-n1" and where["parts"]["report"] == "target"
     assert v["batch_invariance"]["machine"] == "aarch64"  # computed in the emulated process
-    exact = v["batch_invariance"]["max_score_diff"] <= 1e-5
-    assert manifest["batching"] == ("padded" if exact else "per_text")
+    inv = v["batch_invariance"]
+    exact = inv["max_score_diff"] <= 1e-5
+    same = inv["same_length"]  # equal-length batches, unpadded, on the target's kernels
+    unpadded = same["max_score_diff"] == 0.0 and same["texts_batched"] > 0
+    expected = "padded" if exact else ("same_length" if unpadded else "per_text")
+    assert manifest["batching"] == expected
     assert v["unlabelled"]["n"] == 1500
     # The emulated scores are the shipped artifact's: labels as on this host, scores close.
     assert EMULATOR is not None
@@ -89,6 +93,8 @@ class FakeTarget:
     """An emulator stand-in that scores on this host and reports what a target whose kernels
     round padded rows differently would: the pipeline's response is what is pinned."""
 
+    same_length_diff = 3e-4  # equal-length batches not exact either
+
     def scores(self, model_dir: Path, texts: list[str], function: str | None) -> Any:
         clf = Classifier.from_dir(model_dir)
         return clf.scores(clf.run_for_measurement(texts), function)
@@ -101,6 +107,7 @@ class FakeTarget:
             "label_flips": 0,
             "runs": [],
             "machine": "aarch64",
+            "same_length": {"max_score_diff": self.same_length_diff, "texts_batched": 12},
         }
 
     def describe(self) -> dict[str, Any]:
@@ -181,3 +188,39 @@ def test_the_arm64_runtime_computes_fastgelu_as_the_tanh_gelu(tmp_path: Path) ->
     erf = 0.5 * v * (1.0 + np.vectorize(math.erf)(v / math.sqrt(2.0)))
     np.testing.assert_allclose(y, tanh, atol=2e-6, rtol=2e-6)
     assert np.abs(y - erf).max() > 1e-4  # it is not erf's GELU (they differ by up to 4.7e-4)
+
+
+class ExactUnpaddedTarget(FakeTarget):
+    """Padded rows differ on it, rows of equal length batched unpadded do not (Neoverse N1)."""
+
+    same_length_diff = 0.0
+
+
+def test_a_target_exact_without_padding_batches_texts_of_equal_length(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(on_target, "find", lambda target: (ExactUnpaddedTarget(), "fake qemu"))
+    hub = tiny.make_hub_folder(tmp_path / "hub")
+    out = tmp_path / "arm64"
+    eval_tsv = tiny.write_eval(tmp_path / "e.tsv")
+    manifest = build(BuildOptions(model=str(hub), target="arm64", out=out, eval_path=eval_tsv))
+    inv = manifest["verification"]["batch_invariance"]
+    assert (
+        inv["padded_batches_on_target"] == "not invariant" and "equal token length" in inv["served"]
+    )
+    assert manifest["batching"] == "same_length"
+    clf = Classifier.from_dir(out)
+    assert clf.config.batching == "same_length"
+    # Served so: every run holds texts of one token length, and answers are each text's own.
+    texts = [line.split("\t")[0] for line in eval_tsv.read_text().splitlines()[1:]][:24]
+    seen: list[list[int]] = []
+    real = clf.run_encoded
+
+    def spy(batch: Any) -> Any:
+        seen.append([e.length for e in batch])
+        return real(batch)
+
+    clf.run_encoded = spy  # type: ignore[method-assign]
+    together = clf.predict(texts)
+    assert all(len(set(lengths)) == 1 for lengths in seen) and any(len(b) > 1 for b in seen)
+    assert together == [clf.predict(t)[0] for t in texts]
