@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from handler.batch.formats import SUFFIXES, detect
 from tests.infra import sam
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +43,16 @@ def test_sam_translator_transforms_it(template: Path, monkeypatch: pytest.Monkey
     assert not any(t.startswith("AWS::Serverless::") for t in types)
 
 
+def _s3_filter_admits(rule: dict[str, Any], key: str) -> bool:
+    """Whether a LambdaConfiguration's S3Key filter passes `key`: prefix and suffix compared
+    case-sensitively, as S3 compares them."""
+    checks = {
+        r["Name"].lower(): r["Value"]
+        for r in rule.get("Filter", {}).get("S3Key", {}).get("Rules", [])
+    }
+    return key.startswith(checks.get("prefix", "")) and key.endswith(checks.get("suffix", ""))
+
+
 def test_image_template_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
     out = _transform(TEMPLATES[0], monkeypatch)
     res = out["Resources"]
@@ -51,10 +62,13 @@ def test_image_template_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
     env = batch["Environment"]["Variables"]
     assert env["OUTPUT_BUCKET"] == {"Ref": "OutputBucket"} and env["OUTPUT_PREFIX"]
-    # The notification: one rule per supported suffix, on the input bucket only.
+    # The notification, on the input bucket only: every key the function reads, in any case,
+    # reaches it (S3's filters compare case-sensitively, as `_s3_filter_admits` does).
     rules = res["InputBucket"]["Properties"]["NotificationConfiguration"]["LambdaConfigurations"]
-    suffixes = sorted(r["Filter"]["S3Key"]["Rules"][0]["Value"] for r in rules)
-    assert suffixes == sorted([".jsonl", ".jsonl.gz", ".csv", ".csv.gz", ".txt", ".txt.gz"])
+    for suffix in SUFFIXES:
+        for key in (f"in/a{suffix}", f"in/A{suffix.upper()}", f"in/b{suffix.title()}"):
+            assert detect(key), key  # the function reads it (case-insensitively)
+            assert any(_s3_filter_admits(r, key) for r in rules), f"{key} never arrives"
     assert "NotificationConfiguration" not in res["OutputBucket"]["Properties"]
     for bucket in ("InputBucket", "OutputBucket"):
         props = res[bucket]["Properties"]
