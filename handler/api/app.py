@@ -92,6 +92,10 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
         title="Text classifier",
         version="1",
         description="transformers pipeline('text-classification') over HTTP, on onnxruntime.",
+        # Starlette answers /classify/ with a 307 to a URL built from the Host: behind a stage
+        # or base path (/prod/classify/) that URL drops the prefix and leaves the API. A
+        # trailing slash is a JSON 404 that names the route instead.
+        redirect_slashes=False,
     )
     api_errors.install(app)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)

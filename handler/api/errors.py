@@ -121,9 +121,13 @@ def install(app: FastAPI) -> None:
     async def http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = str(exc.detail)
         if exc.status_code == 404:
-            message = f"no route {request.method} {request.url.path}" + _base_path_hint(
-                app, request.url.path
-            )
+            path = request.url.path
+            bare = path.rstrip("/")
+            if bare and bare != path and any(getattr(r, "path", "") == bare for r in app.routes):
+                hint = f" (a trailing slash: the route is {bare})"
+            else:
+                hint = _base_path_hint(app, path)
+            message = f"no route {request.method} {path}{hint}"
         return JSONResponse(
             {"error": message, "type": "HTTPException"}, status_code=exc.status_code
         )

@@ -132,11 +132,27 @@ def _jsonl(text: IO[str], start: int = 1, strip_bom: bool = True) -> Iterator[Re
             yield Record(n, error=f"expected a JSON object, got {type(obj).__name__}")
             continue
         rid = obj.get("id")
+        if not _writable(rid):
+            # Echoed into the output line, it would fail there and sink the whole object.
+            yield Record(n, error="'id' is not valid Unicode (a lone surrogate escape)")
+            continue
         if "text" not in obj:
             yield Record(n, id=rid, error="missing 'text'")
             continue
         value, error = _check_text(obj["text"])
         yield Record(n, id=rid, text=value, error=error)
+
+
+def _writable(value: Any) -> bool:
+    """Whether `value` (a parsed JSON id) can be written back as UTF-8 JSON: a "\udc80" escape
+    parses into a lone surrogate, which no UTF-8 encoder takes."""
+    if value is None or isinstance(value, bool | int | float):
+        return True
+    try:
+        strict_json.dumps(value).encode("utf-8")
+    except (UnicodeEncodeError, ValueError):
+        return False
+    return True
 
 
 def _txt(text: IO[str], start: int = 1, strip_bom: bool = True) -> Iterator[Record]:

@@ -68,3 +68,19 @@ def test_an_error_body_stays_small_whatever_the_input(handler: Any, body: Any) -
     assert len(response["body"]) < 8_000, len(response["body"])
     got = json.loads(response["body"])
     assert len(got["details"]) == MAX_DETAILS and got["details_total"] > MAX_DETAILS
+
+
+@pytest.mark.parametrize("base", ["/", "/sentiment"])
+@pytest.mark.parametrize("path", ["/classify/", "/health/", "/classify//"])
+def test_a_trailing_slash_is_a_json_404_never_a_redirect(
+    tiny_model: Path, base: str, path: str
+) -> None:
+    handler = make_handler(tiny_model, api_base_path=base)
+    full = (base.rstrip("/") + path) if base != "/" else path
+    method = "GET" if path.startswith("/health") else "POST"
+    event = http_event({"inputs": "great"}, path=full, method=method)
+    response = handler(event, LocalContext())
+    assert response["statusCode"] == 404, response
+    assert "location" not in {k.lower() for k in response.get("headers", {})}
+    got = json.loads(response["body"])
+    assert "trailing slash" in got["error"] and path.rstrip("/") in got["error"]

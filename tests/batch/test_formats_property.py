@@ -13,14 +13,17 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from handler.batch.formats import SUFFIXES, Reader, container_fault, detect, wide_encoding
-from handler.batch.job import classify_chunk
+from handler.batch.job import _write, classify_chunk
 from handler.inference import Classifier
 
 SETTINGS = settings(
     max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+# Text with every code point, lone surrogates included: json.dumps writes one as a "\udc80"
+# escape, which parses back into a str no UTF-8 encoder takes.
+ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=30)
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    st.none() | st.booleans() | st.integers() | st.floats() | ANY_TEXT,
     lambda children: (
         st.lists(children, max_size=3)
         | st.dictionaries(
@@ -51,6 +54,9 @@ def _check(reader: Reader, clf: Classifier) -> list[Any]:
     assert all(("label" in ln) != ("error" in ln) for ln in lines)
     for ln in lines:
         json.loads(json.dumps(ln, allow_nan=False))  # strict JSON out
+    out = io.BytesIO()
+    _write(out, lines)  # the writer the job uses: one UTF-8 line per record, never a raise
+    assert out.getvalue().count(b"\n") == len(records)
     return records
 
 
@@ -64,6 +70,23 @@ def test_any_bytes_in_any_format(clf: Classifier, data: bytes, suffix: str) -> N
     if not gz and fmt != ".csv" and not sniffed:  # UTF-8 text: one record per line
         assert reader.fault is None
         assert len(records) == _physical_lines(data)
+
+
+@SETTINGS
+@given(ids=st.lists(JSON, min_size=1, max_size=6))
+def test_any_json_value_as_id_is_echoed_or_that_records_error(
+    clf: Classifier, ids: list[Any]
+) -> None:
+    data = "\n".join(json.dumps({"id": i, "text": "great"}) for i in ids).encode()
+    reader = Reader(io.BytesIO(data), ".jsonl", False)
+    assert len(_check(reader, clf)) == len(ids)
+
+
+def test_a_lone_surrogate_id_is_that_records_error_not_the_objects(clf: Classifier) -> None:
+    data = b'{"id": "ok", "text": "great"}\n{"id": "\\udc80", "text": "great"}\n{"text": "fine"}\n'
+    records = _check(Reader(io.BytesIO(data), ".jsonl", False), clf)
+    assert [r.error for r in records][1] == "'id' is not valid Unicode (a lone surrogate escape)"
+    assert records[0].id == "ok" and records[2].text == "fine"
 
 
 @SETTINGS
