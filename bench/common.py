@@ -150,6 +150,14 @@ def random_distilbert(out: Path, name: str, **shape: Any) -> Path:
         torch.manual_seed(0)
         model = DistilBertForSequenceClassification(DistilBertConfig(**{**BASE_CONFIG, **shape}))
         model.train(False)
+        # Fresh biases are all zero and LayerNorm weights all one: the TorchScript exporter
+        # folds such equal tensors into one and reads it through Identity nodes, a graph no
+        # trained model exports (the Q/K/V merge, among others, then does not apply). Every
+        # 1-D parameter is made distinct, as training makes it.
+        with torch.no_grad():
+            for param in model.parameters():
+                if param.dim() == 1:
+                    param.add_(torch.randn_like(param) * 0.02)
         model.save_pretrained(str(src))
         for file in (
             "tokenizer.json",

@@ -501,10 +501,16 @@ class Worker:
 
 
 def measure_size(
-    size: str, src: Path, out: Path, rounds: int, texts: list[str], host: dict[str, Any]
+    size: str,
+    src: Path,
+    out: Path,
+    rounds: int,
+    texts: list[str],
+    host: dict[str, Any],
+    targets: Sequence[str],
 ) -> dict[str, Any]:
     artifacts: dict[str, str] = {}
-    for target in ("x86-avx2", "x86-vnni"):
+    for target in targets:
         artifacts[f"project:{target}"] = str(make_project(src, out / f"{size}-{target}", target))
     peers_ok = PEERS_PYTHON.is_file()
     skipped = None if peers_ok else f"no {PEERS_PYTHON} (scripts/peers_env.sh makes it)"
@@ -522,7 +528,7 @@ def measure_size(
     contenders = [
         (name, kind, Path(sys.executable) if where == "self" else PEERS_PYTHON)
         for name, kind, where in CONTENDERS
-        if where == "self" or skipped is None
+        if (where == "self" and kind in artifacts) or (where == "peers" and skipped is None)
     ]
     workers: dict[str, Worker] = {}
     kinds: dict[str, str] = {}
@@ -565,7 +571,7 @@ def measure_size(
             min(result["contenders"][name]["cold_start_s"], fresh.cold_s), 2
         )
         fresh.close()
-    for target in ("x86-avx2", "x86-vnni"):
+    for target in targets:
         floor = gemm_floor(Path(artifacts[f"project:{target}"]))
         entry = next(v for n, v in result["contenders"].items() if target in n)
         entry["int8_gemms_alone_ms"] = round(floor * 1000, 3)
@@ -636,6 +642,9 @@ def main() -> int:
     parser.add_argument("--sizes", default="stand-in,distilbert-base")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--texts", type=int, default=300)
+    parser.add_argument(
+        "--targets", default="x86-avx2,x86-vnni", help="the project's targets to measure"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--make", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -655,7 +664,9 @@ def main() -> int:
     host = cpu()
     result: dict[str, Any] = {"cpu": host, "rounds": args.rounds, "texts": len(texts), "sizes": {}}
     for size in args.sizes.split(","):
-        result["sizes"][size] = measure_size(size, sources[size], out, args.rounds, texts, host)
+        result["sizes"][size] = measure_size(
+            size, sources[size], out, args.rounds, texts, host, args.targets.split(",")
+        )
     save(out, "peers.json", result)
     print(render(result))
     return 0

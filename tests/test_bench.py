@@ -69,3 +69,24 @@ def test_the_cold_start_probe_answers(tiny_model: Path) -> None:
 def test_no_benchmark_shadows_the_standard_library() -> None:
     """`python bench/X.py` puts bench/ first on sys.path: a bench/http.py would hide `http`."""
     assert not {p.stem for p in SCRIPTS} & set(sys.stdlib_module_names)
+
+
+def test_the_peer_benchmark_runs_a_contender_and_the_gemm_floor(tiny_model: Path) -> None:
+    from bench import peers
+
+    host = peers.cpu()
+    assert host["model"] and isinstance(host["avx2"], bool)
+    assert peers.ort_kernels(host).startswith("MLAS")
+    texts = ["a good film", "bad", "the plot was fine and the acting great"]
+    spec = {"kind": "project:x86-vnni", "src": "", "artifact": str(tiny_model), "texts": texts}
+    worker = peers.Worker(Path(sys.executable), spec)
+    try:
+        assert worker.cold_s > 0 and worker.kernels.startswith("MLAS")
+        assert worker.ask(cmd="one", reps=3) > 0
+        assert worker.ask(cmd="many", batch=0) > 0 and worker.ask(cmd="many", batch=2) > 0
+        assert worker.ask(cmd="rss") > 10
+    finally:
+        worker.close()
+    assert worker.proc.returncode == 0
+    floor = peers.gemm_floor(tiny_model)
+    assert 0 < floor < 1.0
