@@ -5,7 +5,7 @@ exact) keep of length-sorted padded micro-batches ("padded"), in one run.
     python bench/batching.py [--out DIR] [--rounds 5] [--model stand-in|distilbert-base]
 
 The same artifact (the default x86-avx2 build) served three ways through `Classifier.predict`,
-on the SST-2 validation sentences in chunks of 256 (the S3 path's default chunk), interleaved
+on the SST-2 validation sentences in chunks of 512 (the S3 path's default chunk), interleaved
 rounds, medians. On this host's kernels every mode answers alike; the figures say what each
 mode costs where it is the one that is exact (Graviton: measure there for absolute numbers;
 qemu's timings mean nothing).
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import RESULTS, interleaved_rounds, prepare, save, sentences, table  # noqa: E402
 from handler.inference import Classifier  # noqa: E402
 
-CHUNK = 256
+CHUNK = 512
 MODES = ("padded", "same_length", "per_text")
 
 

@@ -135,7 +135,6 @@ def memory(model_dir: Path, mb: int) -> dict[str, Any]:
             INPUT_BUCKET="bench-in",
             OUTPUT_BUCKET="bench-out",
             POWERTOOLS_LOG_LEVEL="WARNING",
-            BATCH_CHUNK_SIZE="64",
             NUM_THREADS="1",
         )
         try:

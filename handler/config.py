@@ -109,7 +109,7 @@ class Settings:
     input_prefix: str = ""
     output_bucket: str | None = None
     output_prefix: str = ""
-    batch_chunk_size: int = 256
+    batch_chunk_size: int = 512
     batch_time_margin_ms: int = 30_000
     # How far a .gz object may inflate (handler/batch/formats.py, Inflation).
     max_decompressed_bytes: int = 4 << 30
@@ -154,7 +154,7 @@ class Settings:
             input_prefix=_prefix(env, "INPUT_PREFIX"),
             output_bucket=env.get("OUTPUT_BUCKET") or None,
             output_prefix=_prefix(env, "OUTPUT_PREFIX"),
-            batch_chunk_size=_int(env, "BATCH_CHUNK_SIZE", 256),
+            batch_chunk_size=_int(env, "BATCH_CHUNK_SIZE", 512),
             batch_time_margin_ms=_int(env, "BATCH_TIME_MARGIN_MS", 30_000, minimum=0),
             max_decompressed_bytes=_int(env, "MAX_DECOMPRESSED_MB", 4096) << 20,
             max_compression_ratio=ratio,
