@@ -192,9 +192,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         from handler.config import get_settings
         from handler.entry import lambda_handler
+        from handler.local.framing import reject_ambiguous_framing
         from handler.local.gateway import lambda_gateway
 
-        app = lambda_gateway(lambda_handler, get_settings().max_body_bytes)
+        app = reject_ambiguous_framing(
+            lambda_gateway(lambda_handler, get_settings().max_body_bytes)
+        )
         print(
             f"serving lambda_handler (HTTP API events) on http://{args.host}:{args.port}",
             file=sys.stderr,
@@ -204,8 +207,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from handler.function import create_local_app
+    from handler.local.framing import reject_ambiguous_framing
 
-    uvicorn.run(create_local_app(), host=args.host, port=args.port, log_level="info")
+    app = reject_ambiguous_framing(create_local_app())
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 
 

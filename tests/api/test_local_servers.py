@@ -158,3 +158,18 @@ def test_a_streamed_body_is_refused_once_it_passes_the_limit(server: tuple[str, 
                 response = _response(sock)
                 break
     assert _status(response) == 413 and b"MAX_BODY_BYTES" in response
+
+
+def test_a_body_framed_twice_is_a_400_and_the_connection_closes(server: tuple[str, int]) -> None:
+    body = b'{"inputs": "the movie was great"}'
+    smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    response = _raw(
+        server,
+        b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n"
+        % len(body)
+        + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        + smuggled,  # a second request on the same connection: never answered
+    )
+    assert _status(response) == 400 and b"Content-Length and Transfer-Encoding" in response
+    assert response.count(b"HTTP/1.1 ") == 1  # closed after the 400
