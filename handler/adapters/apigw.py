@@ -38,14 +38,17 @@ class HttpAdapter(Mangum):
         return _run(self, handler, scope)
 
     def _with_ipv6_host(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        headers = event.get("headers") or {}
+        # ALB with multi-value headers on sends multiValueHeaders (lists) instead of headers.
+        field = "multiValueHeaders" if event.get("multiValueHeaders") else "headers"
+        headers = event.get(field) or {}
         name = next((k for k in headers if k.lower() == "host"), None)
-        host = str(headers.get(name, "")) if name is not None else ""
+        value = headers.get(name, "") if name is not None else ""
+        host = str(value[-1] if isinstance(value, list) and value else value)
         server = _ipv6_server(host)
-        if server is None:
+        if server is None or name is None:
             return self.infer(event, context)(_bad_request("the Host header is malformed"))
-        plain = copy.copy(event)
-        plain["headers"] = {**headers, name: "ipv6-host"}  # parsed by Mangum, then put back
+        plain = copy.copy(event)  # parsed by Mangum with a placeholder host, then put back
+        plain[field] = {**headers, name: ["ipv6-host"] if field != "headers" else "ipv6-host"}
         handler = self.infer(plain, context)
         scope = handler.scope
         scope["server"] = server

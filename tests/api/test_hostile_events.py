@@ -84,3 +84,14 @@ def test_a_trailing_slash_is_a_json_404_never_a_redirect(
     assert "location" not in {k.lower() for k in response.get("headers", {})}
     got = json.loads(response["body"])
     assert "trailing slash" in got["error"] and path.rstrip("/") in got["error"]
+
+
+def test_an_ipv6_host_in_alb_multi_value_headers_is_answered(handler: Any) -> None:
+    event = copy.deepcopy(load_event("alb-classify.json"))
+    headers = event.pop("headers")
+    event["multiValueHeaders"] = {k: [v] for k, v in headers.items()}
+    event["multiValueHeaders"]["host"] = ["[2001:db8::1]:8443"]
+    event["body"], event["isBase64Encoded"] = json.dumps({"inputs": "great"}), False
+    response = handler(event, LocalContext())
+    assert response["statusCode"] == 200, response
+    assert isinstance(json.loads(response["body"])[0]["score"], float)
