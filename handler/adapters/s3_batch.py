@@ -196,18 +196,17 @@ class BatchAdapter:
                 if not isinstance(record, dict):
                     raise MalformedEvent(f"record {i} is {type(record).__name__}, not an object")
                 results.append(self.process(refs.ref(record, refs.NOTIFICATION), context))
-            except Exception as exc:  # tried one by one; raised after the rest, below
-                logger.exception("object failed; the others are still tried", extra={"record": i})
+            except Exception as exc:  # raised after the rest, below (logged once, by the caller)
                 failed.append((i, exc))
         if not failed:
             return results
         first = failed[0][1]
         if len(records) == 1:
             raise first  # nothing else was to be tried: the error as it is
+        which = ", ".join(f"{i} ({type(exc).__name__})" for i, exc in failed[:20])
         message = (
-            f"{len(failed)} of {len(records)} objects failed (records "
-            f"{', '.join(str(i) for i, _ in failed[:20])}); the others were classified. "
-            f"First: {type(first).__name__}: {first}"
+            f"{len(failed)} of {len(records)} objects failed (records {which}); the others "
+            f"were classified. First: {type(first).__name__}: {first}"
         )[:2000]
         if all(isinstance(exc, MalformedEvent) for _, exc in failed):
             raise MalformedEvent(message) from first  # a retry cannot mend them: poison

@@ -180,6 +180,7 @@ def test_a_job_travels_as_json_and_comes_back_the_same() -> None:
         "version_id": "v1",
         "etag": "e",
         "size": 10,
+        "sequencer": None,
     }
     assert carried["work"] == {"bucket": "w", "prefix": f"_w/{job.id}/"}
     assert shards.Job.from_json(carried, "shard") == job

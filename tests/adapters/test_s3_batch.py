@@ -329,7 +329,7 @@ def test_every_record_of_a_direct_event_is_tried_before_a_failure_is_raised(
             continue
         records += batch.upload(key, f"great {i}\nawful\n")["Records"]
     expected = MalformedEvent if bad == "malformed" else (ObjectsFailed, MalformedEvent)
-    with pytest.raises(expected, match="1 of 7 objects failed \\(records 4\\)"):
+    with pytest.raises(expected, match="1 of 7 objects failed \\(records 4 \\("):
         batch.invoke({"Records": records})
     for i, key in enumerate(keys):
         if i != 4:
