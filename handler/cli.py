@@ -167,6 +167,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise InvalidInput(f"--sizes must be Lambda memory sizes, 128-10240 MB: {args.sizes!r}")
     if args.rounds < 1:
         raise InvalidInput(f"--rounds must be 1 or more, got {args.rounds}")
+    if not 0 < args.request_seconds <= 900:
+        raise InvalidInput(f"--request-seconds must be in (0, 900], got {args.request_seconds}")
     texts = read_texts(Path(args.data)) if args.data else list(REVIEWS)
     model = Path(args.model) if args.measured else _model_dir(args)
     result = tune.run(
@@ -178,6 +180,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         measured_file=Path(args.measured) if args.measured else None,
         progress=lambda msg: print(f"tune: {msg}", file=sys.stderr, flush=True),
         rounds=args.rounds,
+        request_seconds=args.request_seconds,
     )
     if args.json:
         _print(result)
@@ -316,6 +319,13 @@ def parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--rounds", type=int, default=3, help="each size once per round; medians (default 3)"
+    )
+    t.add_argument(
+        "--request-seconds",
+        type=float,
+        default=10.0,
+        help="the time a request's whole token budget may take: sets the MAX_REQUEST_TOKENS "
+        "recommended per size (default 10)",
     )
     t.add_argument("--json", action="store_true", help="print the figures as JSON")
     t.set_defaults(func=cmd_tune)

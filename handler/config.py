@@ -22,6 +22,12 @@ BUILD_COMMAND = "python -m handler build --model MODEL --eval labelled.tsv --out
 # https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html
 MB_PER_VCPU = 1769
 MAX_LAMBDA_VCPUS = 6
+# A request's token budget per vCPU (MAX_REQUEST_TOKENS when unset): DistilBERT-base int8 reads
+# about 1,070 tokens/s per vCPU in max-length texts (AMD EPYC Zen 3, AVX2 only: the slowest x86
+# host measured), so a full budget takes about 7.7 s at any memory size, inside API Gateway's 29 s
+# with room for a cold start and a slower host. `python -m handler tune` measures the budget for
+# the model actually built, at each size. See docs/api.md, "Limits".
+REQUEST_TOKENS_PER_VCPU = 8192
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -61,6 +67,18 @@ def threads_for(memory_mb: int | None, available_cpus: int) -> int:
         share = max(1, math.floor(memory_mb / MB_PER_VCPU + 0.5))
         return max(1, min(share, MAX_LAMBDA_VCPUS, available_cpus))
     return max(1, available_cpus)
+
+
+def vcpu_share(memory_mb: int | None, available_cpus: int) -> float:
+    """The CPU a function has: memory / 1769 on Lambda (at most six vCPUs), else this host's."""
+    if memory_mb is not None:
+        return min(memory_mb / MB_PER_VCPU, MAX_LAMBDA_VCPUS, available_cpus)
+    return float(max(1, available_cpus))
+
+
+def default_request_tokens(vcpus: float) -> int:
+    """MAX_REQUEST_TOKENS when unset: the same worst-case time at every memory size."""
+    return max(1, int(REQUEST_TOKENS_PER_VCPU * vcpus))
 
 
 def on_lambda(env: Mapping[str, str] | None = None) -> bool:
@@ -103,6 +121,10 @@ class Settings:
     max_texts: int = 64
     max_text_chars: int = 20_000
     max_body_bytes: int = 1_048_576
+    # Tokens fed to the model per request, every text's (special tokens included, after
+    # truncation); never below the model's max length (api/app.py).
+    max_request_tokens: int = REQUEST_TOKENS_PER_VCPU
+    max_request_tokens_origin: str = "MAX_REQUEST_TOKENS"
     api_base_path: str = "/"
     min_score: float | None = None
     input_bucket: str | None = None
@@ -139,6 +161,13 @@ class Settings:
         if not 1.0 <= ratio < float("inf"):
             raise ConfigError(f"MAX_COMPRESSION_RATIO must be a finite number >= 1, got {ratio}")
         model_dir, model_dir_origin = default_model_dir(env)
+        vcpus = vcpu_share(memory_mb, _available_cpus())
+        explicit_budget = bool(env.get("MAX_REQUEST_TOKENS", "").strip())
+        budget_origin = (
+            "MAX_REQUEST_TOKENS"
+            if explicit_budget
+            else f"MAX_REQUEST_TOKENS unset: {REQUEST_TOKENS_PER_VCPU} per vCPU x {vcpus:.2f} vCPU"
+        )
         role = (env.get("FUNCTION_ROLE") or "all").strip().lower()
         settings = cls(
             role=role,
@@ -148,6 +177,8 @@ class Settings:
             max_texts=_int(env, "MAX_TEXTS", 64),
             max_text_chars=_int(env, "MAX_TEXT_CHARS", 20_000),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 1_048_576),
+            max_request_tokens=_int(env, "MAX_REQUEST_TOKENS", default_request_tokens(vcpus)),
+            max_request_tokens_origin=budget_origin,
             api_base_path=env.get("API_BASE_PATH") or "/",
             min_score=min_score,
             input_bucket=env.get("INPUT_BUCKET") or None,

@@ -89,6 +89,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
         "INPUT_PREFIX",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
         "MAX_TEXTS",
+        "MAX_REQUEST_TOKENS",
         "MIN_SCORE",
     ):
         monkeypatch.delenv(name, raising=False)

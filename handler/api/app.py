@@ -75,6 +75,27 @@ def check_limits(texts: list[str], settings: Settings) -> None:
             )
 
 
+def check_budget(lengths: list[int], budget: int, origin: str) -> None:
+    """Refuse a request whose texts, tokenised, would feed the model more than `budget` tokens:
+    the work a request may ask for is bounded in tokens (what its time grows with), not only in
+    texts and characters."""
+    total = sum(lengths)
+    if total > budget:
+        raise InputTooLarge(
+            f"the {len(lengths)} text(s) of this request are {total} tokens for this model "
+            f"(special tokens included, after truncation to its max length); the budget is "
+            f"{budget} tokens per request ({origin}). Send fewer or shorter texts per request."
+        )
+
+
+def request_budget(settings: Settings, max_length: int) -> tuple[int, str]:
+    """(tokens per request, where that came from): never below one text of the model's full
+    length, so every single text can be classified."""
+    if settings.max_request_tokens >= max_length:
+        return settings.max_request_tokens, settings.max_request_tokens_origin
+    return max_length, f"{settings.max_request_tokens_origin}, raised to the model's max length"
+
+
 def _figures(results: list[TextResult], top: list[float], threshold: float, started: float) -> None:
     record_prediction(
         source="api",
@@ -100,6 +121,7 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
     api_errors.install(app)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     clf = model.classifier
+    budget, budget_origin = request_budget(settings, clf.config.max_length)
 
     async def answer(request: Request, inference_api: bool) -> JSONResponse:
         # The body is parsed here, not by FastAPI, so that every malformation gets its own
@@ -116,7 +138,9 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
         else:  # the pipeline: the best label; the Inference API: every label, best first
             top_k = None if inference_api else LEGACY
         function = clf.resolve_function(params.function_to_apply)
-        results = clf.run(texts)
+        encoded = clf.encode(texts)
+        check_budget([e.length for e in encoded], budget, budget_origin)
+        results = clf.run_all(encoded)
         scores = clf.scores(results, function)
         answers: list[Any] = clf.format(scores, False, top_k)
         min_score = params.min_score if params.min_score is not None else settings.min_score
@@ -172,6 +196,7 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
                     "max_texts": settings.max_texts,
                     "max_text_chars": settings.max_text_chars,
                     "max_body_bytes": settings.max_body_bytes,
+                    "max_request_tokens": budget,
                 },
             }
         )

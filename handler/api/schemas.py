@@ -77,6 +77,7 @@ class Limits(BaseModel):
     max_texts: int
     max_text_chars: int
     max_body_bytes: int
+    max_request_tokens: int
 
 
 class ModelInfo(BaseModel):

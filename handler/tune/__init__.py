@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from handler.config import MB_PER_VCPU
+from handler.config import MB_PER_VCPU, REQUEST_TOKENS_PER_VCPU, default_request_tokens
 from handler.errors import InvalidInput
 from handler.tune import quota
 
@@ -39,6 +39,9 @@ API_REQUESTS = 200  # one-text requests per size (p99 is then the second-slowest
 BATCH_TEXTS = 512  # texts per size through the S3 path's chunks
 TEXTS_PER_OBJECT = 10_000  # batch: one invocation per object of this many texts
 DEFAULT_ROUNDS = 3
+# The time a request's whole token budget may take at a size (MAX_REQUEST_TOKENS is set by it):
+# a third of API Gateway's 29 s, leaving room for a cold start and a slower host.
+DEFAULT_REQUEST_SECONDS = 10.0
 MEASURED_FIELDS = (
     "threads",
     "init_api_s",
@@ -47,6 +50,7 @@ MEASURED_FIELDS = (
     "api_p99_ms",
     "api_billed_ms",
     "batch_texts_per_s",
+    "max_length_tokens_per_s",
 )
 
 
@@ -85,6 +89,9 @@ class Measured:
     api_p99_ms: float
     api_billed_ms: float  # mean of each request's duration rounded up to 1 ms, as Lambda bills
     batch_texts_per_s: float
+    # Texts as long as the model reads, in micro-batches: the request budget's worst case (0.0
+    # in figures from before it was measured).
+    max_length_tokens_per_s: float = 0.0
 
     @property
     def meaningful(self) -> bool:
@@ -115,6 +122,20 @@ def batch_cost_per_million(
     return gb(m.memory_mb) * seconds * prices.per_gb_second + requests / 1e6 * (
         prices.per_million_requests
     )
+
+
+def request_budget(m: Measured, request_seconds: float) -> dict[str, Any]:
+    """MAX_REQUEST_TOKENS for this size (the tokens its worst case reads in `request_seconds`)
+    and how long the default budget's worst case takes here."""
+    rate = m.max_length_tokens_per_s
+    default = default_request_tokens(m.vcpus)
+    if rate <= 0:
+        return {"max_request_tokens": None, "default_budget": default, "default_worst_s": None}
+    return {
+        "max_request_tokens": max(1, int(rate * request_seconds)),
+        "default_budget": default,
+        "default_worst_s": round(default / rate, 2),
+    }
 
 
 def recommend(rows: list[Measured], prices: Prices, p99_ms: float) -> dict[str, Any]:
@@ -208,6 +229,7 @@ def measure(model: Path, texts: list[str], memory_mb: int, use_quota: bool = Tru
         api_p99_ms=round(cuts[98], 2),
         api_billed_ms=round(statistics.fmean(math.ceil(x) for x in latencies), 2),
         batch_texts_per_s=round(batch["texts"] / batch["seconds"], 1),
+        max_length_tokens_per_s=round(batch["long_tokens"] / batch["long_seconds"], 1),
     )
 
 
@@ -245,6 +267,7 @@ def report(
     p99_ms: float,
     how: str,
     quota_applied: bool,
+    request_seconds: float = DEFAULT_REQUEST_SECONDS,
 ) -> dict[str, Any]:
     sizes = []
     for m in rows:
@@ -258,6 +281,7 @@ def report(
                 **asdict(m),
                 "cost_per_million_api_usd": round(api_cost_per_million(m, prices), 4),
                 "cost_per_million_batch_usd": round(batch_cost_per_million(m, prices), 4),
+                **request_budget(m, request_seconds),
                 "meaningful": m.meaningful,
                 "note": note,
             }
@@ -276,10 +300,19 @@ def report(
             "cost_per_million_api_usd (1e6 x GB x billed seconds x price + requests)",
             f"cost_per_million_batch_usd (GB x 1e6 / texts_per_s x price + one request per "
             f"{TEXTS_PER_OBJECT:,} texts)",
+            f"max_request_tokens (max-length tokens/s x {request_seconds:g} s: MAX_REQUEST_TOKENS "
+            "for this size)",
+            f"default_worst_s (the unset budget, {REQUEST_TOKENS_PER_VCPU} tokens per vCPU, at "
+            "max-length tokens/s)",
         ],
+        "request_seconds": request_seconds,
         "sizes": sizes,
         "recommendation": recommend(rows, prices, p99_ms),
     }
+
+
+def _or_dash(value: float | int | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def render(result: dict[str, Any]) -> str:
@@ -287,8 +320,9 @@ def render(result: dict[str, Any]) -> str:
         f"figures: {result['figures']}; CPU quota: {result['cpu_quota']}",
         "",
         "| memory MB | vCPU | threads | init API / batch s | one text p50 / p99 ms | batch "
-        "texts/s | $ per 1M texts, API | $ per 1M texts, batch |",
-        "|---|---|---|---|---|---|---|---|",
+        "texts/s | $ per 1M texts, API | $ per 1M texts, batch | max-length tokens/s | "
+        f"MAX_REQUEST_TOKENS for {result['request_seconds']:g} s | default budget, worst case s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in result["sizes"]:
         flag = "" if s["meaningful"] else " (*)"
@@ -296,7 +330,10 @@ def render(result: dict[str, Any]) -> str:
             f"| {s['memory_mb']}{flag} | {s['vcpus']:.2f} | {s['threads']} | "
             f"{s['init_api_s']:.2f} / {s['init_batch_s']:.2f} | "
             f"{s['api_p50_ms']:.1f} / {s['api_p99_ms']:.1f} | {s['batch_texts_per_s']:.0f} | "
-            f"{s['cost_per_million_api_usd']:.3f} | {s['cost_per_million_batch_usd']:.3f} |"
+            f"{s['cost_per_million_api_usd']:.3f} | {s['cost_per_million_batch_usd']:.3f} | "
+            f"{_or_dash(s['max_length_tokens_per_s'] or None, '.0f')} | "
+            f"{_or_dash(s['max_request_tokens'], 'd')} | "
+            f"{s['default_budget']}: {_or_dash(s['default_worst_s'], '.1f')} |"
         )
     notes = [f"(*) {s['memory_mb']} MB: {s['note']}" for s in result["sizes"] if s["note"]]
     rec = result["recommendation"]
@@ -323,11 +360,13 @@ def run(
     measured_file: Path | None = None,
     progress: Any = None,
     rounds: int = DEFAULT_ROUNDS,
+    request_seconds: float = DEFAULT_REQUEST_SECONDS,
 ) -> dict[str, Any]:
     if measured_file is not None:
         rows = load_measured(measured_file)
         how = f"measured earlier ({measured_file}), costs computed for {prices.arch}"
-        return report(rows, prices, p99_ms, how, all(m.quota_vcpus for m in rows))
+        quota_applied = all(m.quota_vcpus for m in rows)
+        return report(rows, prices, p99_ms, how, quota_applied, request_seconds)
     if prices.arch != host_arch():
         raise InvalidInput(
             f"cannot time {prices.arch} on this {host_arch()} host (emulation is no guide to "
@@ -353,4 +392,4 @@ def run(
             runs[size].append(measure(model, texts, size, use_quota))
     rows = [median_of(runs[size]) for size in sizes]
     how = f"measured on this host ({host_arch()}, {quota.host_cpus()} CPUs)"
-    return report(rows, prices, p99_ms, how, use_quota)
+    return report(rows, prices, p99_ms, how, use_quota, request_seconds)

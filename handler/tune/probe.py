@@ -21,6 +21,27 @@ READY = "tune: ready"
 RESULT = "tune: result "
 
 
+LONG_ROWS = 16  # texts of the model's full length timed for the request budget's worst case
+
+
+def max_length_rate(classifier: Any, texts: list[str]) -> dict[str, Any]:
+    """Tokens per second when every text is as long as the model reads (the costliest tokens:
+    attention grows with length), from the user's own words: what MAX_REQUEST_TOKENS is set by."""
+    tok = classifier.tokenizer
+    joined = " ".join(texts)
+    while not tok.encode([joined])[0].truncated and len(joined) < 10_000_000:
+        joined = f"{joined} {joined}"
+    words = joined.split()
+    step = max(1, len(words) // LONG_ROWS)
+    rows = [" ".join(words[i:] + words[:i]) for i in range(0, len(words), step)]
+    encoded = tok.encode(rows[:LONG_ROWS])
+    classifier.run_all(encoded[:2])  # warm at this shape
+    start = time.perf_counter()
+    classifier.run_all(encoded)
+    seconds = time.perf_counter() - start
+    return {"long_tokens": sum(e.length for e in encoded), "long_seconds": seconds}
+
+
 def main(argv: list[str]) -> int:
     role, texts, repeats = argv[0], json.loads(argv[1]), int(argv[2])
     from handler import entry
@@ -69,6 +90,7 @@ def main(argv: list[str]) -> int:
         for i in range(0, len(records), size):
             classify_chunk(classifier, records[i : i + size])
         out["texts"], out["seconds"] = len(records), time.perf_counter() - start
+        out.update(max_length_rate(classifier, texts))
     print(RESULT + json.dumps(out), flush=True)
     return 0
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from handler import tune
+from handler.config import REQUEST_TOKENS_PER_VCPU
 from handler.errors import InvalidInput
 from handler.tune import quota
 
@@ -42,6 +43,7 @@ def _m(memory_mb: int, **kw: float) -> tune.Measured:
         api_p99_ms=figures["api_p99_ms"],
         api_billed_ms=figures["api_billed_ms"],
         batch_texts_per_s=figures["batch_texts_per_s"],
+        max_length_tokens_per_s=figures.get("max_length_tokens_per_s", 0.0),
     )
 
 
@@ -54,6 +56,23 @@ def test_costs_per_million_texts_by_hand() -> None:
     arm = _m(512, api_billed_ms=10.0)
     # 0.5 GB x 0.010 s x 0.0000133334 x 1e6 = 0.0666670, + 0.20
     assert tune.api_cost_per_million(arm, tune.PRICES["arm64"]) == pytest.approx(0.266667)
+
+
+def test_the_request_budget_by_hand() -> None:
+    """MAX_REQUEST_TOKENS for a size: what its max-length rate reads in the request seconds;
+    and the unset budget's worst case there."""
+    m = _m(1769, max_length_tokens_per_s=1000.0)
+    got = tune.request_budget(m, 10.0)
+    assert got["max_request_tokens"] == 10_000
+    assert got["default_budget"] == REQUEST_TOKENS_PER_VCPU
+    assert got["default_worst_s"] == pytest.approx(REQUEST_TOKENS_PER_VCPU / 1000.0, abs=0.01)
+    half = tune.request_budget(_m(885, max_length_tokens_per_s=500.0), 4.0)
+    assert half["max_request_tokens"] == 2000
+    assert half["default_budget"] == int(REQUEST_TOKENS_PER_VCPU * quota.lambda_vcpus(885))
+    old = tune.request_budget(_m(1769), 10.0)  # figures from before the rate was measured
+    assert old["max_request_tokens"] is None and old["default_worst_s"] is None
+    table = tune.render(tune.report([m, _m(3538)], X86, 100.0, "by hand", True, 10.0))
+    assert "| 10000 |" in table and "MAX_REQUEST_TOKENS for 10 s" in table
 
 
 def test_lambda_vcpus_are_proportional_to_memory() -> None:
@@ -174,6 +193,8 @@ def test_cli_tune_prints_json_with_every_size(tiny_model: Path) -> None:
     assert [s["memory_mb"] for s in result["sizes"]] == [1024, 1769]
     assert result["recommendation"]["api"] in (1024, 1769)
     assert result["prices"]["as_of"] and "api_p99_ms" in result["measured"]
+    for size in result["sizes"]:  # measured: the worst case the request budget is set by
+        assert size["max_length_tokens_per_s"] > 0 and size["max_request_tokens"] >= 1
     bad = subprocess.run(
         [sys.executable, "-m", "handler", "tune", "--model", str(tiny_model), "--sizes", "64"],
         capture_output=True,
