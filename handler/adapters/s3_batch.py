@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from handler import strict_json
 from handler.batch import refs
 from handler.batch.formats import Inflation, detect
-from handler.batch.job import PREDICTIONS, Destination, HandOff, run
+from handler.batch.job import NDJSON, PREDICTIONS, Destination, Done, HandOff, run
 from handler.batch.refs import ObjectRef
 from handler.config import Settings
 from handler.errors import (
@@ -87,7 +87,7 @@ class BatchAdapter:
         if arn is None:
             return None
 
-        def hand_off(pinned: ObjectRef, why: str) -> dict[str, Any]:
+        def hand_off(pinned: ObjectRef, why: str, done: Done | None) -> dict[str, Any]:
             from handler.adapters.s3_store import start_execution
             from handler.batch.shards import execution_name, make_job
 
@@ -102,13 +102,28 @@ class BatchAdapter:
                 self.model.manifest_sha256,
                 self.settings.shard_records,
                 self.settings.batch_chunk_size,
+                done,
             )
+            if done is not None and job.resume is not None:  # kept: the shards continue after it
+                self.store.upload_file(job.work.bucket, job.resume["part"], done.path, NDJSON)
             started = start_execution(arn, execution_name(job), {"job": job.to_json()})
             logger.info(
                 "handed to the distributed path",
-                extra={"key": pinned.key, "bytes": pinned.size, "why": why, **started},
+                extra={
+                    "key": pinned.key,
+                    "bytes": pinned.size,
+                    "why": why,
+                    "records_done": job.done_records,
+                    **started,
+                },
             )
-            return {**started, "why": why, "job": job.id, "source": asdict(job.source)}
+            return {
+                **started,
+                "why": why,
+                "job": job.id,
+                "source": asdict(job.source),
+                "records_done": job.done_records,
+            }
 
         return hand_off
 

@@ -344,20 +344,22 @@ def line_per_record(fmt: str, gz: bool) -> bool:
 
 
 def line_ranges(
-    stream: Any, records_per_range: int, block: int = 8 << 20
+    stream: Any, records_per_range: int, block: int = 8 << 20, skip: int = 0
 ) -> tuple[list[tuple[int, int, int, int]], int]:
     """Cut a line-per-record object into ranges of `records_per_range` records at line ends.
 
     One pass over the bytes finding line ends as `Reader` reads them (LF, CRLF, or CR alone;
     vectorised, no parsing). Returns ([(first_record, records, start, end), ...],
-    total_records) with byte ranges [start, end). A last line without a line end is a record."""
+    total_records) with byte ranges [start, end). A last line without a line end is a record.
+    The first `skip` records (done already) are in no range: the first range starts after them."""
     import numpy as np
 
     if records_per_range < 1:
         raise ValueError("records_per_range must be at least 1")
     ranges: list[tuple[int, int, int, int]] = []
-    start = offset = lines = 0  # range start byte; bytes and complete lines before this data
-    begun = 1  # the current range's first record
+    offset = lines = 0  # bytes and complete lines before this data
+    start: int | None = 0 if skip == 0 else None  # the current range's start byte, once known
+    begun = skip + 1  # the current range's first record
     last = b"\n"
     pending = b""  # a CR at the end of a block: whether it ends a line depends on the next byte
     while True:
@@ -373,9 +375,12 @@ def line_ranges(
         lf, cr = arr == 0x0A, arr == 0x0D
         cr[:-1] &= ~lf[1:]  # the CR of a CRLF is not a line end of its own; the LF is
         ends = np.flatnonzero(lf | cr)
+        if start is None and skip - 1 - lines < len(ends):  # the end of the last skipped line
+            start = offset + int(ends[skip - 1 - lines]) + 1
         j = begun + records_per_range - 2 - lines  # index of the line end that ends the range
         while j < len(ends):
             end = offset + int(ends[j]) + 1
+            assert start is not None  # found above: the range's end comes after it
             ranges.append((begun, records_per_range, start, end))
             start, begun = end, begun + records_per_range
             j += records_per_range
@@ -387,5 +392,5 @@ def line_ranges(
             break
     total = lines + (last not in (b"\n", b"\r"))
     if total >= begun:
-        ranges.append((begun, total - begun + 1, start, offset))
+        ranges.append((begun, total - begun + 1, offset if start is None else start, offset))
     return ranges, total

@@ -69,8 +69,20 @@ class Store(Protocol):
     def get_json(self, bucket: str, key: str) -> Any: ...
 
 
-# (the pinned object, why: "size" or "time") -> what the hand-off started
-HandOff = Callable[[ObjectRef, str], dict[str, Any]]
+@dataclass(frozen=True)
+class Done:
+    """What an invocation out of time had written when it handed its object over: the first
+    `records` records' lines (the staged file at `path`, `size` bytes) and their counts. The
+    distributed path continues after them and publishes them first, as they are."""
+
+    path: str
+    records: int
+    size: int
+    stats: dict[str, Any]  # Progress's fields and "error_kinds", as a shard's stats
+
+
+# (the pinned object, why: "size" or "time", the records done) -> what the hand-off started
+HandOff = Callable[[ObjectRef, str, "Done | None"], dict[str, Any]]
 
 
 def _line(record: Record, prediction: dict[str, Any] | None, truncated: bool) -> dict[str, Any]:
@@ -291,7 +303,8 @@ def run(
 ) -> dict[str, Any]:
     """Classify every record of `ref` in this invocation, or hand the object to the distributed
     path: at once when it has at least `hand_off_bytes`, or when less than `margin_ms` is left
-    with records still to do (the lines so far are dropped; the shards redo them)."""
+    with records still to do (the lines written so far go with it: the shards continue after
+    them, and the merge publishes them first)."""
     started = time.perf_counter()
     fmt, gz = detect(ref.key)
     out_key = dest.key(ref.key, PREDICTIONS)
@@ -317,7 +330,7 @@ def run(
         and pinned.size >= hand_off_bytes
     ):
         _close(stream)
-        return hand_off(pinned, "size")
+        return hand_off(pinned, "size", None)
 
     def out_of_time() -> bool:
         return hand_off is not None and time_left_ms is not None and time_left_ms() < margin_ms
@@ -333,11 +346,15 @@ def run(
             assert hand_off is not None
             _close(stream)
             logger.warning(
-                "time budget spent before the object was done: handing it to the distributed "
-                "path (lower the hand-off size so objects like it go there at once)",
+                "time budget spent before the object was done: handing the rest to the "
+                "distributed path (lower the hand-off size so objects like it go there at once)",
                 extra={"records_done": progress.records, "bytes": pinned.size},
             )
-            return hand_off(pinned, "time")
+            done_so_far = None
+            if progress.records:
+                stats = {**asdict(progress), "error_kinds": dict(kinds)}
+                done_so_far = Done(path, progress.records, os.path.getsize(path), stats)
+            return hand_off(pinned, "time", done_so_far)
         newer = newer_output(store, dest, ref)  # a later version may have landed meanwhile
         if newer is not None:
             _close(stream)

@@ -16,6 +16,10 @@ the batch function; this module knows no AWS (the store is the S3 adapter, or a 
 - merge: sums the stats, publishes the parts as one object (multipart upload: UploadPartCopy
   for parts of 5 MiB or more, smaller neighbours joined), then the summary, then deletes the
   work files. The output is byte-identical to the single path's for the same object.
+
+An object handed over by an invocation out of time carries what that invocation wrote (the
+job's `resume`): its lines are the head part, the plan's shards start after its last record,
+and the merge publishes the head first. Nothing classified is classified again.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from handler.batch.job import (
     PREDICTIONS,
     SUMMARY,
     Destination,
+    Done,
     Progress,
     Store,
     already_done,
@@ -73,20 +78,23 @@ class ShardStore(Store, Protocol):
     def delete_prefix(self, bucket: str, prefix: str) -> int: ...
 
 
-def job_id(source: ObjectRef, model_digest: str | None, shard_records: int, chunk: int) -> str:
-    """The same object (version/ETag), model, shard and chunk size always make the same job."""
-    key = json.dumps(
-        [
-            source.bucket,
-            source.key,
-            source.version_id,
-            source.etag,
-            model_digest,
-            shard_records,
-            chunk,
-        ]
-    )
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+def job_id(
+    source: ObjectRef, model_digest: str | None, shard_records: int, chunk: int, done: int = 0
+) -> str:
+    """The same object (version/ETag), model, shard and chunk size, and records done before the
+    hand-off, always make the same job."""
+    fields: list[Any] = [
+        source.bucket,
+        source.key,
+        source.version_id,
+        source.etag,
+        model_digest,
+        shard_records,
+        chunk,
+    ]
+    if done:
+        fields.append(done)
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:32]
 
 
 def execution_name(job: Job) -> str:
@@ -117,6 +125,13 @@ class Job:
     model_sha256: str | None
     shard_records: int
     chunk_size: int
+    # Records an invocation out of time classified before handing over: {"records", "part" (their
+    # lines, in the work area), "bytes", "stats"}; None when the object was handed over unread.
+    resume: dict[str, Any] | None = None
+
+    @property
+    def done_records(self) -> int:
+        return int(self.resume["records"]) if self.resume else 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,12 +142,13 @@ class Job:
         if not isinstance(data, dict) or "work" not in data or "source" not in data:
             raise MalformedEvent(f"distributed {step!r} event without a job from the plan")
         names = [f.name for f in dataclass_fields(cls)]
-        missing = [name for name in names if name not in data]
+        optional = {f.name for f in dataclass_fields(cls) if f.default is None}
+        missing = [name for name in names if name not in data and name not in optional]
         if missing:
             raise MalformedEvent(f"distributed {step!r} job lacks {', '.join(missing)}")
         try:
             return cls(
-                **{name: data[name] for name in names if name not in _NESTED},
+                **{name: data[name] for name in names if name not in _NESTED and name in data},
                 source=ObjectRef(**data["source"]),
                 output=Destination(**data["output"]),
                 work=WorkArea(**data["work"]),
@@ -154,11 +170,21 @@ def make_job(
     model_digest: str | None,
     shard_records: int,
     chunk_size: int,
+    done: Done | None = None,
 ) -> Job:
     # Shards start at chunk boundaries: every record then meets the same batch-mates as in the
-    # single path (the same padded shapes, so the same float sums to the last bit).
+    # single path (the same padded shapes, so the same float sums to the last bit). Records done
+    # before a hand-off end at a chunk boundary too: the single path writes whole chunks.
     shard_records = -(-shard_records // chunk_size) * chunk_size
-    jid = job_id(pinned, model_digest, shard_records, chunk_size)
+    jid = job_id(pinned, model_digest, shard_records, chunk_size, done.records if done else 0)
+    resume = None
+    if done is not None:
+        resume = {
+            "records": done.records,
+            "part": f"{work_prefix}{jid}/head.jsonl",
+            "bytes": done.size,
+            "stats": done.stats,
+        }
     return Job(
         id=jid,
         source=pinned,
@@ -169,6 +195,7 @@ def make_job(
         model_sha256=model_digest,
         shard_records=shard_records,
         chunk_size=chunk_size,
+        resume=resume,
     )
 
 
@@ -240,8 +267,9 @@ def plan(
     # UTF-16/32 text cannot be cut at newline bytes, and an archive is no text: both are read
     # from the start by a Reader (which decodes the one and records the other as a data fault).
     cuttable = wide_encoding(head) is None and container_fault(head) is None
+    skip = job.done_records  # classified before the hand-off: in no shard
     if line_per_record(job.format, job.gz) and cuttable:
-        ranges, total = line_ranges(stream, per)
+        ranges, total = line_ranges(stream, per, skip=skip)
         for i, (first, count, start, end) in enumerate(ranges):
             shards.append(
                 {"index": i, "first_record": first, "records": count, "range": [start, end]}
@@ -251,14 +279,21 @@ def plan(
         total = 0
         batch: list[bytes] = []
         for record in reader:
-            batch.append(_record_line(record))
             total += 1
+            if total <= skip:  # read again (a stream cannot be entered midway), not classified
+                continue
+            batch.append(_record_line(record))
             if len(batch) == per:
                 shards.append(_upload_chunk(job, store, batch, len(shards), total))
                 batch = []
         if batch:
             shards.append(_upload_chunk(job, store, batch, len(shards), total))
         fault = reader.fault
+    if total < skip:
+        raise ShardMismatch(
+            f"job {job.id}: the object has {total} records, but {skip} were classified before "
+            "the hand-off: its bytes are not what was read"
+        )
     store.put_json(work_bucket, manifest["key"], shards)
     store.put_json(
         work_bucket,
@@ -266,6 +301,7 @@ def plan(
         {
             "source": asdict(pinned),
             "records": total,
+            "resumed_after": skip,
             "shards": len(shards),
             "fault": fault,
             "planned_at": time.time(),
@@ -352,15 +388,22 @@ def merge(job: Job, store: ShardStore, model_digest: str | None) -> dict[str, An
         return {"status": "skipped", "reason": skipped}
     progress, kinds = Progress(), Counter[str]()
     parts: list[tuple[str, str, int]] = []
+
+    def add(stats: dict[str, Any], part: str) -> None:
+        stats = dict(stats)
+        kinds.update(stats.pop("error_kinds"))
+        size = stats.pop("bytes", None)
+        for name, value in stats.items():
+            setattr(progress, name, getattr(progress, name) + value)
+        parts.append((work_bucket, part, size))
+
+    if job.resume is not None:  # the lines written before the hand-off come first
+        add({**job.resume["stats"], "bytes": job.resume["bytes"]}, job.resume["part"])
     for index in range(planned["shards"]):
         stats = store.get_json(work_bucket, _part_key(job, index, ".json"))
         if stats is None:
             raise ShardMismatch(f"shard {index} of job {job.id} has no output: not merged")
-        kinds.update(stats.pop("error_kinds"))
-        size = stats.pop("bytes")
-        for name, value in stats.items():
-            setattr(progress, name, getattr(progress, name) + value)
-        parts.append((work_bucket, _part_key(job, index, ".jsonl"), size))
+        add(stats, _part_key(job, index, ".jsonl"))
     if progress.records != planned["records"]:
         raise ShardMismatch(
             f"job {job.id}: the shards hold {progress.records} records, the plan "
@@ -380,6 +423,7 @@ def merge(job: Job, store: ShardStore, model_digest: str | None) -> dict[str, An
         time.time() - planned["planned_at"],  # from the plan to the published output
         mode="distributed",
         shards=planned["shards"],
+        resumed_after=job.done_records,
     )
     store.put_json(dest.bucket, dest.key(ref.key, SUMMARY), summary)
     removed = store.delete_prefix(work_bucket, job.work.prefix)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,3 +119,47 @@ def batch(s3: Any, tiny_model: Path) -> Batch:
     )
     function = Function(settings, get_model(tiny_model, 1), S3Store(s3))
     return Batch(s3, make_lambda_handler(function), function, settings)
+
+
+class ShortContext(LocalContext):
+    """A context whose time budget is always nearly spent."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 1
+
+
+class RunningOut(LocalContext):
+    """A context with plenty of time for its first `asks` questions, then none."""
+
+    def __init__(self, asks: int) -> None:
+        super().__init__()
+        self.asks = asks
+
+    def get_remaining_time_in_millis(self) -> int:
+        self.asks -= 1
+        return 900_000 if self.asks >= 0 else 1
+
+
+def with_state_machine(batch: Batch, monkeypatch: pytest.MonkeyPatch, **changes: Any) -> str:
+    """A state machine on the same moto (in-process or server) and the batch function set to
+    hand big objects to it; returns its ARN."""
+    import dataclasses
+
+    import boto3
+
+    endpoint = batch.client.meta.endpoint_url
+    kwargs = {} if "amazonaws.com" in endpoint else {"endpoint_url": endpoint}
+    if kwargs:  # the server: the function's own Step Functions client goes there too
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SFN", endpoint)
+    iam = boto3.client("iam", region_name="us-east-1", **kwargs)
+    unique = uuid.uuid4().hex[:12]  # the server lives for the session: one machine per test
+    role = iam.create_role(RoleName=f"shards-{unique}", AssumeRolePolicyDocument="{}")["Role"]
+    sfn = boto3.client("stepfunctions", region_name="us-east-1", **kwargs)
+    arn: str = sfn.create_state_machine(
+        name=f"shards-{unique}",
+        roleArn=role["Arn"],
+        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+    )["stateMachineArn"]
+    settings = dataclasses.replace(batch.settings, state_machine_arn=arn, **changes)
+    batch.function.batch.settings = settings
+    return arn

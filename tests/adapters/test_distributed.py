@@ -335,3 +335,31 @@ def test_distributed_a_shard_for_another_model_fails_the_execution_without_retri
     described = cloud.wait(failed)
     assert described["status"] == "FAILED"
     assert [c["step"] for c in cloud.calls] == ["plan"]  # refused at the plan, not retried
+
+
+def test_distributed_a_time_hand_off_keeps_the_records_done(cloud: Cloud) -> None:
+    """An invocation that runs out of time hands the object over with the lines it wrote: the
+    real state machine's shards classify only the records after them, and the published output
+    is the single path's, byte for byte."""
+    from tests.adapters.conftest import RunningOut
+
+    body = jsonl_records(6_000, seed=13)
+    cloud.distributed.batch.settings = dataclasses.replace(
+        cloud.distributed.settings, shard_records=1_000
+    )
+    event = cloud.upload("reviews/slow.jsonl", body)
+    handler = cloud.handler(cloud.distributed)
+    started = handler(event, RunningOut(asks=40))["results"][0]
+    assert started["status"] == "distributed" and started["why"] == "time", started
+    done = started["records_done"]
+    assert 0 < done < 6_000 and done % 64 == 0
+    described = cloud.wait(started["execution"])
+    assert described["status"] == "SUCCEEDED", described
+    assert cloud.read("predictions/reviews/slow.jsonl.predictions.jsonl") == cloud.single_output(
+        "slow.jsonl", body
+    )
+    summary = cloud.summary("reviews/slow.jsonl")
+    assert summary["resumed_after"] == done and summary["records"] == 6_000
+    shards_run = [c for c in cloud.calls if c["step"] == "shard"]
+    assert len(shards_run) == -(-(6_000 - done) // 1_024)  # shards of 1,024: whole chunks of 64
+    assert [k for k in cloud.work_files() if not k.startswith("_work/map-results/")] == []

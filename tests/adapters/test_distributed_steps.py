@@ -205,3 +205,60 @@ def test_a_job_with_a_wrong_nested_field_is_refused() -> None:
     broken = {**data.to_json(), "work": {"bucket": "w"}}
     with pytest.raises(MalformedEvent, match="job is malformed"):
         shards.Job.from_json(broken, "plan")
+
+
+RESUMABLE = {
+    "slow.jsonl": "".join(
+        json.dumps({"id": i, "text": ["great fun", "awful", "", "dull plot", 7][i % 5]}) + "\n"
+        for i in range(43)
+    ).encode(),
+    "slow.txt": b"".join(b"great movie\r\n" if i % 3 else b"awful\n" for i in range(41)),
+    "slow.csv.gz": gzip.compress(
+        ("id,text\n" + "".join(f'{i},"good, very ""fun"""\n' for i in range(38))).encode()
+    ),
+}
+
+
+@pytest.mark.parametrize("key", sorted(RESUMABLE))
+def test_a_hand_off_out_of_time_continues_after_the_last_record_written(
+    batch: Batch, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    """The lines an invocation wrote before its time ran out go with the hand-off: the plan's
+    shards start after them, the merge publishes them first, and the output is the single
+    path's, byte for byte; no record is classified twice."""
+    from tests.adapters.conftest import RunningOut, with_state_machine
+
+    arn = with_state_machine(batch, monkeypatch, shard_records=8)
+    body = RESUMABLE[key]
+    event = batch.upload(key, body)
+    expected, single_summary = single(batch, key)
+    handed = batch.invoke(event, RunningOut(asks=3))["results"][0]
+    assert handed["status"] == "distributed" and handed["why"] == "time", handed
+    done = handed["records_done"]
+    assert done > 0 and done % batch.settings.batch_chunk_size == 0
+    import boto3
+
+    endpoint = batch.client.meta.endpoint_url
+    kwargs = {} if "amazonaws.com" in endpoint else {"endpoint_url": endpoint}
+    client = boto3.client("stepfunctions", region_name="us-east-1", **kwargs)
+    execution = client.describe_execution(executionArn=handed["execution"])
+    assert execution["executionArn"].startswith(arn.replace(":stateMachine:", ":execution:"))
+    job = shards.Job.from_json(json.loads(execution["input"])["job"], "plan")
+    assert job.done_records == done and job.resume is not None
+
+    fn = batch.function.batch
+    digest = fn.model.manifest_sha256
+    planned = shards.plan(job, fn.store, digest)
+    items = json.loads(
+        batch.client.get_object(Bucket=OUTPUT, Key=planned["manifest"]["key"])["Body"].read()
+    )
+    assert items and items[0]["first_record"] == done + 1
+    classified = [shards.shard(job, item, fn.model.classifier, fn.store, digest) for item in items]
+    assert sum(c["records"] for c in classified) == single_summary["records"] - done
+    merged = shards.merge(job, fn.store, digest)
+    assert merged["status"] == "done" and merged["resumed_after"] == done
+    assert distributed_output(batch, key) == expected
+    for field in ("records", "classified", "errors", "error_kinds", "truncated", "low_confidence"):
+        assert merged[field] == single_summary[field], field
+    left = batch.client.list_objects_v2(Bucket=OUTPUT, Prefix="_work/").get("Contents", [])
+    assert left == []  # the head part is swept with the rest of the work files

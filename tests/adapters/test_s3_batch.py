@@ -8,8 +8,15 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from handler.local.context import LocalContext
-from tests.adapters.conftest import INPUT, OUTPUT, Batch, gz, s3_event
+from tests.adapters.conftest import (
+    INPUT,
+    OUTPUT,
+    Batch,
+    ShortContext,
+    gz,
+    s3_event,
+    with_state_machine,
+)
 from tests.conftest import load_event
 
 GOOD = ["the movie was great", "awful boring plot", "i loved it", "a dull and bad film", "best fun"]
@@ -224,48 +231,22 @@ def test_versioned_bucket_reads_the_announced_version(batch: Batch) -> None:
     assert [ln["label"] for ln in batch.output(key)] == ["POSITIVE"]
 
 
-class ShortContext(LocalContext):
-    """A context whose time budget is always nearly spent."""
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 1
-
-
-def _with_state_machine(batch: Batch, monkeypatch: pytest.MonkeyPatch, **changes: Any) -> str:
-    """A state machine on the same moto (in-process or server) and the batch function set to
-    hand big objects to it; returns its ARN."""
-    import dataclasses
-
-    import boto3
-
-    endpoint = batch.client.meta.endpoint_url
-    kwargs = {} if "amazonaws.com" in endpoint else {"endpoint_url": endpoint}
-    if kwargs:  # the server: the function's own Step Functions client goes there too
-        monkeypatch.setenv("AWS_ENDPOINT_URL_SFN", endpoint)
-    iam = boto3.client("iam", region_name="us-east-1", **kwargs)
-    role = iam.create_role(RoleName="shards-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    sfn = boto3.client("stepfunctions", region_name="us-east-1", **kwargs)
-    arn: str = sfn.create_state_machine(
-        name="shards",
-        roleArn=role,
-        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
-    )["stateMachineArn"]
-    settings = dataclasses.replace(batch.settings, state_machine_arn=arn, **changes)
-    batch.function.batch.settings = settings
-    return arn
-
-
 def test_an_object_out_of_time_is_handed_to_the_state_machine_once(
     batch: Batch, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    arn = _with_state_machine(batch, monkeypatch)
+    arn = with_state_machine(batch, monkeypatch)
     key = "incoming/slow.jsonl"
     content = "".join(json.dumps({"id": i, "text": GOOD[i % 5]}) + "\n" for i in range(22))
     event = batch.upload(key, content)
     result = batch.invoke(event, ShortContext())["results"][0]
     assert result["status"] == "distributed" and result["why"] == "time"
     assert result["execution"].startswith(arn.replace(":stateMachine:", ":execution:"))
-    assert "Contents" not in batch.client.list_objects_v2(Bucket=OUTPUT)  # nothing half-written
+    # Nothing half-written is published; the lines written so far wait in the work area for
+    # the distributed path, which continues after them.
+    assert "Contents" not in batch.client.list_objects_v2(Bucket=OUTPUT, Prefix="predictions/")
+    head = batch.client.list_objects_v2(Bucket=OUTPUT, Prefix="_work/")["Contents"]
+    assert [o["Key"].rsplit("/", 1)[-1] for o in head] == ["head.jsonl"]
+    assert result["records_done"] == batch.settings.batch_chunk_size
     # The same event again (S3 delivers at least once): the execution has it, nothing starts.
     again = batch.invoke(event, ShortContext())["results"][0]
     assert again["status"] == "already_started" and again["execution"] == result["execution"]
@@ -277,7 +258,7 @@ def test_an_object_out_of_time_is_handed_to_the_state_machine_once(
 def test_an_object_over_the_size_threshold_goes_to_the_state_machine_unread(
     batch: Batch, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _with_state_machine(batch, monkeypatch, distributed_min_bytes=100)
+    with_state_machine(batch, monkeypatch, distributed_min_bytes=100)
     small = batch.upload("incoming/small.txt", "great\n" * 10)  # 60 bytes
     big = batch.upload("incoming/big.txt", "great\n" * 20)  # 120 bytes
     assert batch.invoke(small)["results"][0]["mode"] == "single"
