@@ -50,6 +50,8 @@ def _resolve(node: Any) -> Any:
         return re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], node["Fn::Sub"])
     if node == {"Ref": "ApplicationRoleBoundary"}:
         return BOUNDARY
+    if node == {"Ref": "AWS::AccountId"}:
+        return ACCOUNT
     if node == {"Fn::GetAtt": ["ImageRepository", "Arn"]}:
         return REPO
     return {k: _resolve(v) for k, v in node.items()}
@@ -226,10 +228,21 @@ def test_every_role_the_application_creates_carries_the_boundary() -> None:
         }, name
 
 
+# Where each service's actions of the application's roles land, for a stack named STACK.
+WHERE = {
+    "s3": f"arn:aws:s3:::{STACK}-input-{ACCOUNT}-{REGION}/reviews.jsonl",
+    "states": f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{STACK}-shards:run-1",
+    "lambda": function(f"{STACK}-batch"),
+    "sqs": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{STACK}-BatchFailureQueue-AB12",
+    "logs": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{STACK}-api:*",
+}
+
+
 def test_the_boundary_admits_everything_the_applications_roles_are_granted(
     boundary: list[dict[str, Any]],
 ) -> None:
-    """A deploy under the boundary must not break a function: every action its roles hold."""
+    """A deploy under the boundary must not break a function: every action its roles hold, on
+    the stack's own resources."""
     basic = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
     for name, r in _app_roles():
         props = r["Properties"]
@@ -239,4 +252,10 @@ def test_the_boundary_admits_everything_the_applications_roles_are_granted(
                 actions += _listed(statement["Action"])
         assert actions, name
         for action in actions:
-            assert decide(boundary, action, "arn:aws:s3:::any/thing") == "allow", (name, action)
+            where = WHERE[action.split(":")[0]]
+            got = decide(boundary, action, where, aws__ResourceAccount=ACCOUNT)
+            assert got == "allow", (name, action)
+        # ... and nothing of another account's buckets.
+        assert decide(boundary, "s3:GetObject", WHERE["s3"], aws__ResourceAccount="999") != (
+            "allow"
+        )
