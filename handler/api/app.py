@@ -21,12 +21,14 @@ from handler.api.schemas import ClassifyRequest, ErrorBody, Health, ModelInfo, P
 from handler.config import Settings
 from handler.errors import InputTooLarge, InvalidInput
 from handler.inference import LEGACY, TextResult, postprocess
+from handler.inference.classifier import Reading
 from handler.inference.postprocess import TopK
 from handler.observability import LOW_CONFIDENCE, record_prediction
 from handler.runtime import LoadedModel
 
 UNCERTAIN = "UNCERTAIN"
 TRUNCATED_HEADER = "x-truncated-inputs"
+WINDOWS_HEADER = "x-long-text-windows"
 
 
 def apply_min_score(answer: Any, min_score: float) -> Any:
@@ -75,16 +77,21 @@ def check_limits(texts: list[str], settings: Settings) -> None:
             )
 
 
-def check_budget(lengths: list[int], budget: int, origin: str) -> None:
+def check_budget(reading: Reading, texts: int, budget: int, origin: str) -> None:
     """Refuse a request whose texts, tokenised, would feed the model more than `budget` tokens:
     the work a request may ask for is bounded in tokens (what its time grows with), not only in
-    texts and characters."""
-    total = sum(lengths)
+    texts and characters. Every window of a text read in windows counts."""
+    total = sum(reading.tokens)
     if total > budget:
+        how = (
+            f"in {len(reading.rows)} windows, every window counted"
+            if reading.windowed
+            else "after truncation to its max length"
+        )
         raise InputTooLarge(
-            f"the {len(lengths)} text(s) of this request are {total} tokens for this model "
-            f"(special tokens included, after truncation to its max length); the budget is "
-            f"{budget} tokens per request ({origin}). Send fewer or shorter texts per request."
+            f"the {texts} text(s) of this request are {total} tokens for this model "
+            f"(special tokens included, {how}); the budget is {budget} tokens per request "
+            f"({origin}). Send fewer or shorter texts per request."
         )
 
 
@@ -138,9 +145,10 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
         else:  # the pipeline: the best label; the Inference API: every label, best first
             top_k = None if inference_api else LEGACY
         function = clf.resolve_function(params.function_to_apply)
-        encoded = clf.encode(texts)
-        check_budget([e.length for e in encoded], budget, budget_origin)
-        results = clf.run_all(encoded)
+        long_text = params.long_text or "truncate"
+        reading = clf.reading(texts, clf.encode(texts), long_text)
+        check_budget(reading, len(texts), budget, budget_origin)
+        results = clf.run_reading(reading)
         scores = clf.scores(results, function)
         answers: list[Any] = clf.format(scores, False, top_k)
         min_score = params.min_score if params.min_score is not None else settings.min_score
@@ -152,8 +160,10 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
         top = [float(row.max()) for row in scores]
         _figures(results, top, min_score if min_score is not None else LOW_CONFIDENCE, started)
         truncated = [str(i) for i, r in enumerate(results) if r.truncated]
-        headers = {TRUNCATED_HEADER: ",".join(truncated)} if truncated else None
-        return JSONResponse(body, headers=headers)
+        headers = {TRUNCATED_HEADER: ",".join(truncated)} if truncated else {}
+        if long_text == "windows":  # windows read per text, in input order (1: read whole)
+            headers[WINDOWS_HEADER] = ",".join(str(r.windows) for r in results)
+        return JSONResponse(body, headers=headers or None)
 
     async def classify(request: Request) -> JSONResponse:
         return await answer(request, inference_api=False)

@@ -32,6 +32,14 @@ class Parameters(BaseModel):
         "none is answered {label: UNCERTAIN, score: <best score>}.",
     )
 
+    long_text: Literal["truncate", "windows"] | None = Field(
+        default=None,
+        description="Beyond the pipeline: a text longer than the model reads is truncated "
+        "(`truncate`, the default: the pipeline's answer) or read whole in overlapping windows "
+        "whose scores are averaged (`windows`; the x-long-text-windows header says how many "
+        "windows each text took). Texts that fit the model get the same answer either way.",
+    )
+
     @field_validator("function_to_apply", mode="before")
     @classmethod
     def _any_case(cls, value: Any) -> Any:

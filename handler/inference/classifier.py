@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from handler.errors import ArtifactError, InvalidInput, OutOfTime
 from handler.inference import postprocess
+from handler.inference.long_text import TRUNCATE, Windows, check_mode, combine
 from handler.inference.postprocess import LEGACY, FloatArray, TopK
 from handler.inference.session import create_session
 from handler.inference.tokenizer import INPUT_NAMES, Encoded, TextTokenizer
@@ -38,6 +39,8 @@ class ModelConfig:
     tokenizer_file: str = "tokenizer.json"
     # Length-sorted micro-batches: 8 was fastest of 8/16/32 for per-token int8 (stand-in, 1 thread).
     max_batch_size: int = 8
+    # How `long_text: windows` cuts a text longer than max_length (handler/inference/long_text.py).
+    long_text: Windows = field(default_factory=Windows)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ModelConfig:
@@ -53,6 +56,7 @@ class ModelConfig:
                 model_file=str(data.get("model_file", "model.onnx")),
                 tokenizer_file=str(data.get("tokenizer_file", "tokenizer.json")),
                 max_batch_size=int(data.get("max_batch_size", 8)),
+                long_text=Windows(**data["long_text"]) if "long_text" in data else Windows(),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"{RUNTIME_CONFIG} is invalid: {exc!r}") from exc
@@ -73,16 +77,36 @@ class ModelConfig:
             "model_file": self.model_file,
             "tokenizer_file": self.tokenizer_file,
             "max_batch_size": self.max_batch_size,
+            **({"long_text": asdict(self.long_text)} if self.long_text != Windows() else {}),
         }
 
 
 @dataclass(frozen=True)
 class TextResult:
-    """One text's raw outcome: logits, tokens fed (special tokens included), truncation."""
+    """One text's raw outcome: logits, tokens fed (special tokens included), truncation. A text
+    read in windows also has each window's logits and text tokens (its `logits` are their
+    mean; its scores combine the windows' scores)."""
 
     logits: FloatArray
     num_tokens: int
     truncated: bool
+    windows: int = 1
+    window_logits: FloatArray | None = None
+    window_tokens: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The rows the model will run for some texts, and which rows are whose: `spans[i]` is text
+    i's (first row, end row, cut at the window cap)."""
+
+    rows: list[Encoded]
+    spans: list[tuple[int, int, bool]] = field(default_factory=list)
+    windowed: bool = False
+
+    @property
+    def tokens(self) -> list[int]:
+        return [r.length for r in self.rows]
 
 
 def text_problem(text: object) -> str | None:
@@ -140,6 +164,7 @@ class Classifier:
         self.id2label = dict(config.id2label)
         self.num_labels = len(self.id2label)
         self._batch = 1 if config.batching == "per_text" else max(1, config.max_batch_size)
+        self._windows_tok: Any = None
 
     @classmethod
     def from_dir(cls, path: Path | str, threads: int = 1) -> Classifier:
@@ -177,9 +202,73 @@ class Classifier:
                 raise InvalidInput(f"input {i} {problem}")
         return encoded
 
-    def run(self, texts: Sequence[object]) -> list[TextResult]:
+    def run(self, texts: Sequence[object], long_text: str = TRUNCATE) -> list[TextResult]:
         """Tokenise and run every text; results come back in input order."""
-        return self.run_all(self.encode(texts))
+        encoded = self.encode(texts)
+        if long_text == TRUNCATE:
+            return self.run_all(encoded)
+        return self.run_reading(self.reading(texts, encoded, long_text))  # type: ignore[arg-type]
+
+    def reading(
+        self,
+        texts: Sequence[str],
+        encoded: Sequence[Encoded],
+        long_text: str = TRUNCATE,
+        max_windows: int | None = None,
+    ) -> Reading:
+        """What the model runs for these texts: each as encoded, or (`windows`) each text longer
+        than the model reads as its windows, at most `max_windows` of them (the rest of such a
+        text is cut, and its answer flagged truncated)."""
+        check_mode(long_text)
+        if long_text == TRUNCATE or not any(e.truncated for e in encoded):
+            spans = [(i, i + 1, False) for i in range(len(encoded))]
+            return Reading(list(encoded), spans)
+        rows: list[Encoded] = []
+        spans = []
+        for text, enc in zip(texts, encoded, strict=True):
+            windows = [enc]
+            if enc.truncated:
+                windows = self.tokenizer.windows(self._window_tokenizer(), text)
+            capped = max_windows is not None and len(windows) > max_windows
+            if capped:
+                windows = windows[:max_windows]
+            spans.append((len(rows), len(rows) + len(windows), capped))
+            rows += windows
+        return Reading(rows, spans, windowed=True)
+
+    def _window_tokenizer(self) -> Any:
+        if self._windows_tok is None:
+            policy = self.config.long_text.fit(self.config.max_length)
+            policy.check(self.config.max_length, self.tokenizer.num_special_tokens)
+            self._windows_tok = self.tokenizer.clone((policy.window, policy.overlap))
+        return self._windows_tok
+
+    def run_reading(
+        self, reading: Reading, stop: Callable[[], bool] | None = None
+    ) -> list[TextResult]:
+        """Run a reading's rows (all texts' windows in shared micro-batches); one result per
+        text, in order."""
+        results = self.run_all(reading.rows, stop)
+        if not reading.windowed:
+            return results
+        out = []
+        for start, end, capped in reading.spans:
+            if end - start == 1 and not capped:
+                out.append(results[start])
+                continue
+            part = results[start:end]
+            stacked = np.stack([r.logits for r in part])
+            out.append(
+                TextResult(
+                    logits=stacked.mean(0),
+                    num_tokens=sum(r.num_tokens for r in part),
+                    truncated=capped,
+                    windows=end - start,
+                    window_logits=stacked,
+                    window_tokens=tuple(e.content_tokens for e in reading.rows[start:end]),
+                )
+            )
+        return out
 
     def run_for_measurement(self, texts: Sequence[str]) -> list[TextResult]:
         """Run every text, including those the serving paths refuse as unreadable (nothing but
@@ -233,7 +322,12 @@ class Classifier:
             if len(results) == 1
             else np.stack([r.logits for r in results])
         )
-        return self.scores_from_logits(logits, function_to_apply)
+        scores = self.scores_from_logits(logits, function_to_apply)
+        for i, r in enumerate(results):
+            if r.window_logits is not None:  # the windows' scores, combined
+                each = self.scores_from_logits(r.window_logits, function_to_apply)
+                scores[i] = combine(each, r.window_tokens, self.config.long_text.aggregation)
+        return scores
 
     def scores_from_logits(
         self, logits: FloatArray, function_to_apply: str | None = None
@@ -253,14 +347,17 @@ class Classifier:
         *,
         top_k: TopK = LEGACY,
         function_to_apply: str | None = None,
+        long_text: str = TRUNCATE,
     ) -> list[Any]:
         """The transformers `pipeline("text-classification")` contract.
 
         A string gives `[{"label", "score"}]`; a list gives one answer per text. With `top_k`
         given (None = every label), each answer is a score-sorted list of that many labels.
-        Texts over the model's max length are truncated (as with `truncation=True`).
+        Texts over the model's max length are truncated (as with `truncation=True`), or with
+        `long_text="windows"` read whole in windows whose scores are combined.
         """
         postprocess.check_top_k(top_k)
+        check_mode(long_text)
         self.resolve_function(function_to_apply)  # fail on a bad name before any work
         single = isinstance(inputs, str)
         texts: Sequence[object] = [inputs] if single else inputs
@@ -268,5 +365,5 @@ class Classifier:
             raise InvalidInput(
                 f"inputs must be a string or a list of strings, got {type(inputs).__name__}"
             )
-        scores = self.scores(self.run(texts), function_to_apply)
+        scores = self.scores(self.run(texts, long_text), function_to_apply)
         return self.format(scores, single, top_k)

@@ -78,6 +78,29 @@ class TextTokenizer:
     def from_file(cls, path: Path, max_length: int, pad_id: int) -> TextTokenizer:
         return cls(Tokenizer.from_file(str(path)), max_length, pad_id)
 
+    @property
+    def num_special_tokens(self) -> int:
+        """Special tokens the model's template adds to one text ([CLS] and [SEP], <s> and </s>)."""
+        return int(self._tok.num_special_tokens_to_add(is_pair=False))
+
+    def clone(self, truncation: tuple[int, int] | None) -> Tokenizer:
+        """The same tokenizer with another truncation: (max tokens per window, special tokens
+        included; tokens each window repeats of the previous one), or None for none."""
+        tok = Tokenizer.from_str(self._tok.to_str())
+        tok.no_padding()
+        if truncation is None:
+            tok.no_truncation()
+        else:
+            window, overlap = truncation
+            tok.enable_truncation(max_length=window, stride=overlap, strategy="longest_first")
+        return tok
+
+    def windows(self, tokenizer: Tokenizer, text: str) -> list[Encoded]:
+        """`text` cut by a clone(truncation=(window, overlap)) into windows, in order: every
+        token of the text in at least one, each window with the model's special tokens."""
+        enc = tokenizer.encode(text)
+        return [self._encoded(w) for w in (enc, *enc.overflowing)]
+
     def _encoded(self, enc: Encoding) -> Encoded:
         # With truncation on, the tokens cut off are kept in `overflowing`.
         mask = enc.special_tokens_mask
