@@ -88,7 +88,13 @@ def run(clf: Classifier, rows: list[Encoded]) -> tuple[np.ndarray, float]:
     return np.stack([r.logits for r in results]), time.perf_counter() - start
 
 
-def measure(clf: Classifier, texts: list[str], gold: np.ndarray, windows: list[int]) -> list[Any]:
+def measure(
+    clf: Classifier,
+    texts: list[str],
+    gold: np.ndarray,
+    windows: list[int],
+    overlaps: list[float] = (0.0, 0.25, 0.5),  # type: ignore[assignment]
+) -> list[Any]:
     rows: list[dict[str, Any]] = []
     base_seconds = None
     for name, encoded in single_windows(clf, texts).items():
@@ -108,7 +114,7 @@ def measure(clf: Classifier, texts: list[str], gold: np.ndarray, windows: list[i
             }
         )
     for window in windows:
-        for overlap in (0, window // 4, window // 2):
+        for overlap in sorted({int(window * f) for f in overlaps}):
             specials = clf.tokenizer.num_special_tokens
             if overlap >= window - specials:
                 continue
@@ -144,6 +150,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=LONG)
     parser.add_argument("--model", action="append", default=[], help="NAME=DIR of a built model")
     parser.add_argument("--windows", default="64,128,256,512")
+    parser.add_argument("--overlaps", default="0,0.25,0.5", help="fractions of the window")
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS / "long-text")
@@ -158,7 +165,8 @@ def main() -> int:
         if args.limit:
             texts, gold = texts[: args.limit], gold[: args.limit]
         assert all(e.truncated for e in clf.tokenizer.encode(texts)), "every text must be long"
-        rows = measure(clf, texts, gold, windows)
+        overlaps = [float(f) for f in args.overlaps.split(",")]
+        rows = measure(clf, texts, gold, windows, overlaps)
         report["models"][name] = {"folder": str(folder), "texts": len(texts), "rows": rows}
         print(f"\n{name} ({len(texts)} reviews, all longer than {clf.config.max_length} tokens)")
         print(

@@ -119,7 +119,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.top_k is not None:
         top_k = None if args.top_k == "all" else int(args.top_k)
     inputs = texts[0] if len(texts) == 1 else texts
-    _print(_classifier(args).predict(inputs, top_k=top_k, function_to_apply=args.function))
+    clf = _classifier(args)
+    _print(
+        clf.predict(inputs, top_k=top_k, function_to_apply=args.function, long_text=args.long_text)
+    )
     return 0
 
 
@@ -290,6 +293,13 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("texts", nargs="*")
             c.add_argument("--top-k", help="an integer, or 'all'")
             c.add_argument("--function", help="softmax | sigmoid | none")
+            c.add_argument(
+                "--long-text",
+                choices=["truncate", "windows"],
+                default="truncate",
+                help="a text longer than the model reads: truncated (the pipeline's answer) or "
+                "read whole in windows whose scores are averaged",
+            )
         if name == "eval":
             c.add_argument("--data", required=True, help="text<TAB>label file")
 

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from handler.errors import ConfigError
 
+# handler.inference.long_text.LONG_TEXT_MODES, not imported: settings load before numpy.
+LONG_TEXT_MODES = ("truncate", "windows")
+
 # The model folder when MODEL_DIR is unset: on Lambda `$LAMBDA_TASK_ROOT/model` (where
 # infra/Dockerfile and scripts/build_layer.sh put it), elsewhere `./build/model` (what
 # `python -m handler build` and scripts/demo.sh write).
@@ -51,6 +54,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or choices[0]).strip().lower()
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {env.get(name)!r}")
+    return raw
 
 
 def _prefix(env: Mapping[str, str], name: str) -> str:
@@ -132,6 +142,10 @@ class Settings:
     output_bucket: str | None = None
     output_prefix: str = ""
     batch_chunk_size: int = 512
+    # How the batch function reads texts longer than the model: "truncate" or "windows" (an
+    # object's `long-text` metadata overrides it), and at most how many windows per text.
+    long_text: str = "truncate"
+    max_windows_per_text: int = 64
     batch_time_margin_ms: int = 30_000
     # How far a .gz object may inflate (handler/batch/formats.py, Inflation).
     max_decompressed_bytes: int = 4 << 30
@@ -186,6 +200,8 @@ class Settings:
             output_bucket=env.get("OUTPUT_BUCKET") or None,
             output_prefix=_prefix(env, "OUTPUT_PREFIX"),
             batch_chunk_size=_int(env, "BATCH_CHUNK_SIZE", 512),
+            long_text=_choice(env, "LONG_TEXT", LONG_TEXT_MODES),
+            max_windows_per_text=_int(env, "MAX_WINDOWS_PER_TEXT", 64),
             batch_time_margin_ms=_int(env, "BATCH_TIME_MARGIN_MS", 30_000, minimum=0),
             max_decompressed_bytes=_int(env, "MAX_DECOMPRESSED_MB", 4096) << 20,
             max_compression_ratio=ratio,

@@ -35,6 +35,17 @@ def test_classify_prints_pipeline_json(tiny_model: Path) -> None:
     assert [d["label"] for d in json.loads(one.stdout)] == ["POSITIVE", "NEGATIVE"]
 
 
+def test_classify_reads_long_texts_in_windows_when_asked(tiny_model: Path) -> None:
+    text = "good great fun loved best " * 6 + "awful dull worst boring terrible " * 30
+    default = _run("classify", "--model", str(tiny_model), text)
+    windows = _run("classify", "--model", str(tiny_model), "--long-text", "windows", text)
+    assert default.returncode == 0 and windows.returncode == 0, windows.stderr
+    assert json.loads(default.stdout)[0]["label"] == "POSITIVE"  # the first 32 tokens
+    assert json.loads(windows.stdout)[0]["label"] == "NEGATIVE"  # the whole text
+    bad = _run("classify", "--model", str(tiny_model), "--long-text", "chunks", text)
+    assert bad.returncode == 2 and "--long-text" in bad.stderr
+
+
 def test_classify_reports_bad_input(tiny_model: Path) -> None:
     out = _run("classify", "--model", str(tiny_model), "   ")
     assert out.returncode == 2 and "empty" in out.stderr

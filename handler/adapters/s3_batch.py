@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from handler import strict_json
 from handler.batch import refs
 from handler.batch.formats import Inflation, detect
-from handler.batch.job import NDJSON, PREDICTIONS, Destination, Done, HandOff, run
+from handler.batch.job import NDJSON, PREDICTIONS, Destination, Done, HandOff, Reading, run
 from handler.batch.refs import ObjectRef
 from handler.config import Settings
 from handler.errors import (
@@ -87,7 +87,9 @@ class BatchAdapter:
         if arn is None:
             return None
 
-        def hand_off(pinned: ObjectRef, why: str, done: Done | None) -> dict[str, Any]:
+        def hand_off(
+            pinned: ObjectRef, why: str, done: Done | None, how: Reading
+        ) -> dict[str, Any]:
             from handler.adapters.s3_store import start_execution
             from handler.batch.shards import execution_name, make_job
 
@@ -103,6 +105,7 @@ class BatchAdapter:
                 self.settings.shard_records,
                 self.settings.batch_chunk_size,
                 done,
+                how,
             )
             if done is not None and job.resume is not None:  # kept: the shards continue after it
                 self.store.upload_file(job.work.bucket, job.resume["part"], done.path, NDJSON)
@@ -169,6 +172,7 @@ class BatchAdapter:
                 hand_off=self._hand_off(dest),
                 hand_off_bytes=self.settings.distributed_min_bytes,
                 inflation=self._inflation(),
+                how=Reading(self.settings.long_text, self.settings.max_windows_per_text),
             )
         except ObjectChanged as exc:
             # Not retryable: the newer object has its own event. Said loudly, never classified.

@@ -26,6 +26,9 @@ def make_client(service: str = "s3") -> Any:
     return boto3.client(service, config=Config(retries=RETRIES))
 
 
+LONG_TEXT_METADATA = "long-text"
+
+
 def _code(exc: Exception) -> str | None:
     response = getattr(exc, "response", None)
     return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
@@ -68,6 +71,8 @@ class S3Store:
             resp.get("ETag", "").strip('"') or ref.etag,
             size,
             ref.sequencer,
+            # User metadata (`x-amz-meta-long-text`, `aws s3 cp --metadata long-text=windows`).
+            (resp.get("Metadata") or {}).get(LONG_TEXT_METADATA) or ref.long_text,
         )
         return resp["Body"], pinned
 

@@ -27,6 +27,7 @@ from handler.batch.formats import Inflation, Record, detect, records
 from handler.batch.refs import ObjectRef, later
 from handler.errors import OutOfTime
 from handler.inference import LEGACY, Classifier
+from handler.inference.long_text import LONG_TEXT_MODES, TRUNCATE
 from handler.observability import LOW_CONFIDENCE, logger, record_prediction
 
 PREDICTIONS = ".predictions.jsonl"
@@ -70,6 +71,17 @@ class Store(Protocol):
 
 
 @dataclass(frozen=True)
+class Reading:
+    """How the texts of an object are read: `long_text` and the window cap per text."""
+
+    long_text: str = TRUNCATE
+    max_windows: int | None = None
+
+
+TRUNCATING = Reading()  # the pipeline's way: the default everywhere
+
+
+@dataclass(frozen=True)
 class Done:
     """What an invocation out of time had written when it handed its object over: the first
     `records` records' lines (the staged file at `path`, `size` bytes) and their counts. The
@@ -81,11 +93,29 @@ class Done:
     stats: dict[str, Any]  # Progress's fields and "error_kinds", as a shard's stats
 
 
-# (the pinned object, why: "size" or "time", the records done) -> what the hand-off started
-HandOff = Callable[[ObjectRef, str, "Done | None"], dict[str, Any]]
+# (the pinned object, why: "size" or "time", the records done, how texts are read) -> what
+# the hand-off started
+HandOff = Callable[[ObjectRef, str, Done | None, Reading], dict[str, Any]]
 
 
-def _line(record: Record, prediction: dict[str, Any] | None, truncated: bool) -> dict[str, Any]:
+def for_object(pinned: ObjectRef, how: Reading) -> tuple[Reading, str | None]:
+    """How this object's texts are read: the uploader's `long-text` metadata, else the
+    function's setting; (the function's, a data fault naming the value) when the metadata is
+    not one of the modes: no record is classified against the uploader's stated wish."""
+    if pinned.long_text is None:
+        return how, None
+    asked = pinned.long_text.strip().lower()
+    if asked not in LONG_TEXT_MODES:
+        return how, (
+            f"object metadata long-text={pinned.long_text!r} is not one of "
+            f"{', '.join(LONG_TEXT_MODES)}: upload it again with a valid value or none"
+        )
+    return replace(how, long_text=asked), None
+
+
+def _line(
+    record: Record, prediction: dict[str, Any] | None, truncated: bool, windows: int = 1
+) -> dict[str, Any]:
     out: dict[str, Any] = {"record": record.number}
     if record.id is not None:
         out["id"] = record.id
@@ -93,6 +123,8 @@ def _line(record: Record, prediction: dict[str, Any] | None, truncated: bool) ->
         out["error"] = record.error
     else:
         out.update(label=prediction["label"], score=prediction["score"], truncated=truncated)
+        if windows > 1:  # read whole in this many windows (long_text: windows)
+            out["windows"] = windows
     return out
 
 
@@ -109,29 +141,38 @@ def _record(lines: list[dict[str, Any]], tokens: int, started: float) -> None:
 
 
 def classify_chunk(
-    classifier: Classifier, chunk: list[Record], stop: Callable[[], bool] | None = None
+    classifier: Classifier,
+    chunk: list[Record],
+    stop: Callable[[], bool] | None = None,
+    how: Reading = TRUNCATING,
 ) -> tuple[list[dict[str, Any]], int]:
     """Lines for a chunk of records, in order, and the tokens fed; valid texts go through the
-    classifier together (length-sorted micro-batches, batch-invariant). `stop` is asked between
-    micro-batches (OutOfTime when it says so)."""
+    classifier together (length-sorted micro-batches, batch-invariant; a long text's windows
+    too). `stop` is asked between micro-batches (OutOfTime when it says so)."""
     texts = [(r, r.text) for r in chunk if r.text is not None]
     encoded = classifier.tokenizer.encode([t for _, t in texts]) if texts else []
-    good = [(r, e) for (r, _), e in zip(texts, encoded, strict=True) if e.problem is None]
+    good = [(r, t, e) for (r, t), e in zip(texts, encoded, strict=True) if e.problem is None]
     unreadable = {
         r.number: e.problem for (r, _), e in zip(texts, encoded, strict=True) if e.problem
     }
-    results = classifier.run_all([e for _, e in good], stop)
+    reading = classifier.reading(
+        [t for _, t, _ in good], [e for _, _, e in good], how.long_text, how.max_windows
+    )
+    results = classifier.run_reading(reading, stop)
     scores = classifier.scores(results, None)
     answers = classifier.format(scores, single=False, top_k=LEGACY)
     by_number = {
-        r.number: (a, res.truncated) for (r, _), a, res in zip(good, answers, results, strict=True)
+        r.number: (a, res) for (r, _, _), a, res in zip(good, answers, results, strict=True)
     }
     lines = []
     for r in chunk:
         if r.number in unreadable:
             r = replace(r, error=f"'text' {unreadable[r.number]}")
-        answer, truncated = by_number.get(r.number, (None, False))
-        lines.append(_line(r, answer, truncated))
+        answer, res = by_number.get(r.number, (None, None))
+        if res is None:
+            lines.append(_line(r, None, False))
+        else:
+            lines.append(_line(r, answer, res.truncated, res.windows))
     return lines, sum(res.num_tokens for res in results)
 
 
@@ -162,6 +203,7 @@ class Progress:
     errors: int = 0
     truncated: int = 0
     low_confidence: int = 0
+    windowed: int = 0  # texts read in more than one window
 
     def add(self, lines: list[dict[str, Any]], kinds: Counter[str]) -> None:
         for line in lines:
@@ -173,6 +215,7 @@ class Progress:
             else:
                 self.truncated += bool(line["truncated"])
                 self.low_confidence += line["score"] < LOW_CONFIDENCE
+                self.windowed += "windows" in line
 
 
 def already_done(
@@ -226,6 +269,7 @@ def classify_into(
     kinds: Counter[str],
     chunk_size: int,
     stop: Callable[[], bool] | None = None,
+    how: Reading = TRUNCATING,
 ) -> bool:
     """Classify records into `out`, one line each, in order. False when `stop()` said so with
     records still to do (asked between micro-batches, so the overshoot is one model run at
@@ -235,7 +279,7 @@ def classify_into(
     while chunk is not None:
         t0 = time.perf_counter()
         try:
-            lines, tokens = classify_chunk(classifier, chunk, stop)
+            lines, tokens = classify_chunk(classifier, chunk, stop, how)
         except OutOfTime:
             return False
         _write(out, lines)
@@ -257,6 +301,7 @@ def summarize(
     fault: str | None,
     model_digest: str | None,
     seconds: float,
+    long_text: str = TRUNCATE,
     **extra: Any,
 ) -> dict[str, Any]:
     """The summary both paths publish for an object (the distributed one adds its shards)."""
@@ -274,6 +319,8 @@ def summarize(
         "error_kinds": dict(kinds),
         "truncated": progress.truncated,
         "low_confidence": progress.low_confidence,
+        "long_text": long_text,
+        "windowed": progress.windowed,
         **extra,
         "duration_s": round(seconds, 3),
         "model_sha256": model_digest,
@@ -300,6 +347,7 @@ def run(
     hand_off: HandOff | None = None,
     hand_off_bytes: int | None = None,
     inflation: Inflation | None = None,
+    how: Reading = TRUNCATING,
 ) -> dict[str, Any]:
     """Classify every record of `ref` in this invocation, or hand the object to the distributed
     path: at once when it has at least `hand_off_bytes`, or when less than `margin_ms` is left
@@ -323,6 +371,7 @@ def run(
         return stale(ref, newer)
 
     stream, pinned = store.open(ref)  # pinned: the exact version/etag being read
+    how, refused = for_object(pinned, how)
     if (
         hand_off is not None
         and hand_off_bytes is not None
@@ -330,7 +379,7 @@ def run(
         and pinned.size >= hand_off_bytes
     ):
         _close(stream)
-        return hand_off(pinned, "size", None)
+        return hand_off(pinned, "size", None, how)
 
     def out_of_time() -> bool:
         return hand_off is not None and time_left_ms is not None and time_left_ms() < margin_ms
@@ -339,8 +388,9 @@ def run(
     with staged_file("predictions-") as path:
         with open(path, "wb") as out:
             reader = records(stream, fmt, gz, inflation)
+            items: Iterator[Record] = iter(()) if refused else iter(reader)
             finished = classify_into(
-                out, iter(reader), classifier, progress, kinds, chunk_size, out_of_time
+                out, items, classifier, progress, kinds, chunk_size, out_of_time, how
             )
         if not finished:
             assert hand_off is not None
@@ -354,7 +404,7 @@ def run(
             if progress.records:
                 stats = {**asdict(progress), "error_kinds": dict(kinds)}
                 done_so_far = Done(path, progress.records, os.path.getsize(path), stats)
-            return hand_off(pinned, "time", done_so_far)
+            return hand_off(pinned, "time", done_so_far, how)
         newer = newer_output(store, dest, ref)  # a later version may have landed meanwhile
         if newer is not None:
             _close(stream)
@@ -367,9 +417,10 @@ def run(
         dest,
         progress,
         kinds,
-        reader.fault,
+        refused or reader.fault,
         model_digest,
         time.perf_counter() - started,
+        how.long_text,
         mode="single",
     )
     store.put_json(dest.bucket, dest.key(ref.key, SUMMARY), summary)

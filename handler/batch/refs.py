@@ -31,6 +31,8 @@ class ObjectRef:
     size: int | None = None  # bytes, when known (the pinned object's Content-Length)
     # Orders the events of one key (S3 documents it for exactly this): see `later`.
     sequencer: str | None = None
+    # How the uploader asked long texts to be read (object metadata `long-text`), once read.
+    long_text: str | None = None
 
 
 def later(a: str | None, b: str | None) -> bool:

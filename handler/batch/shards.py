@@ -32,7 +32,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from dataclasses import fields as dataclass_fields
 from typing import Any, Protocol
 
@@ -53,9 +53,11 @@ from handler.batch.job import (
     NDJSON,
     PREDICTIONS,
     SUMMARY,
+    TRUNCATING,
     Destination,
     Done,
     Progress,
+    Reading,
     Store,
     already_done,
     classify_into,
@@ -67,6 +69,7 @@ from handler.batch.job import (
 from handler.batch.refs import ObjectRef
 from handler.errors import MalformedEvent, ModelChanged, ObjectChanged, ShardMismatch
 from handler.inference import Classifier
+from handler.inference.long_text import TRUNCATE
 from handler.observability import logger
 
 
@@ -128,6 +131,9 @@ class Job:
     # Records an invocation out of time classified before handing over: {"records", "part" (their
     # lines, in the work area), "bytes", "stats"}; None when the object was handed over unread.
     resume: dict[str, Any] | None = None
+    # How texts are read (the single path's Reading): every shard reads them alike.
+    long_text: str = TRUNCATE
+    max_windows: int | None = None
 
     @property
     def done_records(self) -> int:
@@ -142,7 +148,7 @@ class Job:
         if not isinstance(data, dict) or "work" not in data or "source" not in data:
             raise MalformedEvent(f"distributed {step!r} event without a job from the plan")
         names = [f.name for f in dataclass_fields(cls)]
-        optional = {f.name for f in dataclass_fields(cls) if f.default is None}
+        optional = {f.name for f in dataclass_fields(cls) if f.default is not MISSING}
         missing = [name for name in names if name not in data and name not in optional]
         if missing:
             raise MalformedEvent(f"distributed {step!r} job lacks {', '.join(missing)}")
@@ -171,6 +177,7 @@ def make_job(
     shard_records: int,
     chunk_size: int,
     done: Done | None = None,
+    how: Reading = TRUNCATING,
 ) -> Job:
     # Shards start at chunk boundaries: every record then meets the same batch-mates as in the
     # single path (the same padded shapes, so the same float sums to the last bit). Records done
@@ -196,6 +203,8 @@ def make_job(
         shard_records=shard_records,
         chunk_size=chunk_size,
         resume=resume,
+        long_text=how.long_text,
+        max_windows=how.max_windows,
     )
 
 
@@ -352,7 +361,8 @@ def shard(
     progress, kinds = Progress(), Counter[str]()
     with staged_file("part-") as path:
         with open(path, "wb") as out:
-            classify_into(out, items, classifier, progress, kinds, job.chunk_size)
+            how = Reading(job.long_text, job.max_windows)
+            classify_into(out, items, classifier, progress, kinds, job.chunk_size, None, how)
         if progress.records != item["records"]:
             raise ShardMismatch(
                 f"shard {index} of job {job.id} read {progress.records} records, its plan "
@@ -421,6 +431,7 @@ def merge(job: Job, store: ShardStore, model_digest: str | None) -> dict[str, An
         planned["fault"],
         model_digest,
         time.time() - planned["planned_at"],  # from the plan to the published output
+        job.long_text,
         mode="distributed",
         shards=planned["shards"],
         resumed_after=job.done_records,

@@ -181,7 +181,9 @@ def test_a_job_travels_as_json_and_comes_back_the_same() -> None:
         "etag": "e",
         "size": 10,
         "sequencer": None,
+        "long_text": None,
     }
+    assert (carried["long_text"], carried["max_windows"]) == ("truncate", None)
     assert carried["work"] == {"bucket": "w", "prefix": f"_w/{job.id}/"}
     assert shards.Job.from_json(carried, "shard") == job
 
