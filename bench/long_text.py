@@ -2,6 +2,7 @@
 
     python bench/long_text.py [--data ../shared/data/imdb-long-a.tsv] [--limit N]
                               [--model int8=DIR --model fp32=DIR] [--windows 64,128,256,510]
+    python bench/long_text.py --speed [--model NAME=DIR ...] [--limit 200] [--rounds 5]
 
 Every review in the file is longer than the model's 512 tokens. For each model (by default the
 stand-in built for this host's default target, and fp32), one run per window length and overlap
@@ -12,6 +13,11 @@ the tail, and head+tail (the first 128 and last 382 tokens, Sun et al. 2019). Pr
 windows per text and tokens per text per method, and saves the JSON under bench-results/.
 Windows are cut by the model's own tokenizer (truncation with a stride: each window gets the
 special tokens), so nothing here assumes a vocabulary or two labels.
+
+`--speed` times the runtime's own path (`Classifier.run` with `long_text` truncate and windows,
+the model's default windows) on the long reviews, interleaved round by round in one run, and
+prints texts/s of each and their ratio (by default for the stand-in and DistilBERT-base's shape
+with random weights: the cost does not depend on the weights).
 """
 
 from __future__ import annotations
@@ -28,7 +34,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import EVAL_A, RESULTS, SHARED, STANDIN, save, table  # noqa: E402
+from bench.common import (  # noqa: E402
+    EVAL_A,
+    RESULTS,
+    SHARED,
+    STANDIN,
+    built,
+    interleaved_rounds,
+    paired,
+    random_distilbert,
+    save,
+    table,
+)
 from handler.evaluate import read_labelled  # noqa: E402
 from handler.inference import Classifier  # noqa: E402
 from handler.inference.postprocess import softmax  # noqa: E402
@@ -143,6 +160,39 @@ def measure(
     return rows
 
 
+def speed(models: dict[str, Path], data: Path, limit: int, rounds: int, threads: int) -> Any:
+    """texts/s of truncate and windows through Classifier.run, interleaved, per model."""
+    from handler.evaluate import read_texts
+
+    texts = read_texts(data)[: limit or None]
+    rows, report = [], {}
+    for name, folder in models.items():
+        clf = Classifier.from_dir(folder, threads=threads)
+        clf.run(texts[:4], "windows")  # warm both shapes
+        paths = {m: (lambda m=m, c=clf: c.run(texts, m)) for m in ("truncate", "windows")}
+        seconds = interleaved_rounds(paths, rounds)
+        per = {m: len(texts) / min(v) for m, v in seconds.items()}
+        ratio = paired(seconds, "truncate", "windows")
+        windows = sum(r.windows for r in clf.run(texts, "windows")) / len(texts)
+        report[name] = {"texts_per_s": per, "windows_vs_truncate_time": ratio, "windows": windows}
+        rows.append(
+            [
+                name,
+                f"{per['truncate']:.1f}",
+                f"{per['windows']:.1f}",
+                f"{ratio:.2f}x",
+                f"{windows:.1f}",
+            ]
+        )
+    print(f"{len(texts)} long reviews, {threads} thread(s), {rounds} interleaved rounds")
+    print(
+        table(
+            ["model", "truncate texts/s", "windows texts/s", "windows' time", "windows/text"], rows
+        )
+    )
+    return report
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -154,7 +204,18 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS / "long-text")
+    parser.add_argument("--speed", action="store_true", help="time truncate vs windows")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    if args.speed:
+        models = (
+            {k: Path(v) for k, v in (m.split("=", 1) for m in args.model)}
+            if args.model
+            else speed_models(args.out)
+        )
+        result = speed(models, args.data, args.limit or 200, args.rounds, args.threads)
+        save(args.out, "long_text_speed", result)
+        return 0
     models = dict(m.split("=", 1) for m in args.model) if args.model else default_models(args.out)
     windows = [int(w) for w in args.windows.split(",")]
     report: dict[str, Any] = {"data": str(args.data), "models": {}}
@@ -208,6 +269,14 @@ def default_models(out: Path) -> dict[str, Path]:
             build(BuildOptions(model=str(STANDIN), target=target, out=folder, eval_path=EVAL_A))
         models[name] = folder
     return models
+
+
+def speed_models(out: Path) -> dict[str, Path]:
+    base = random_distilbert(out, "distilbert-base-random")
+    return {
+        "stand-in": default_models(out)["int8"],
+        "distilbert-base": built(base, out / "distilbert-base-int8", True),
+    }
 
 
 if __name__ == "__main__":

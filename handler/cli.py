@@ -184,6 +184,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         progress=lambda msg: print(f"tune: {msg}", file=sys.stderr, flush=True),
         rounds=args.rounds,
         request_seconds=args.request_seconds,
+        long_text=args.long_text,
     )
     if args.json:
         _print(result)
@@ -336,6 +337,12 @@ def parser() -> argparse.ArgumentParser:
         default=10.0,
         help="the time a request's whole token budget may take: sets the MAX_REQUEST_TOKENS "
         "recommended per size (default 10)",
+    )
+    t.add_argument(
+        "--long-text",
+        choices=["truncate", "windows"],
+        default="truncate",
+        help="price texts longer than the model read in windows (give long texts with --data)",
     )
     t.add_argument("--json", action="store_true", help="print the figures as JSON")
     t.set_defaults(func=cmd_tune)

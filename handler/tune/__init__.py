@@ -159,7 +159,13 @@ def recommend(rows: list[Measured], prices: Prices, p99_ms: float) -> dict[str, 
 
 
 def _probe(
-    role: str, model: Path, memory_mb: int, texts: list[str], repeats: int, procs: Path | None
+    role: str,
+    model: Path,
+    memory_mb: int,
+    texts: list[str],
+    repeats: int,
+    procs: Path | None,
+    long_text: str = "truncate",
 ) -> tuple[float, dict[str, Any]]:
     """(init seconds from spawn to ready, the probe's result) for one fresh process."""
     from handler.tune import probe  # not at import: `-m handler.tune.probe` imports this first
@@ -178,6 +184,7 @@ def _probe(
             "POWERTOOLS_METRICS_DISABLED": "true",
             "OUTPUT_BUCKET": "tune-output",
             "OUTPUT_PREFIX": "predictions/",
+            "LONG_TEXT": long_text,
         }
     )
     argv = [sys.executable, "-m", "handler.tune.probe", role, json.dumps(texts), str(repeats)]
@@ -200,15 +207,23 @@ def _probe(
     return init, result
 
 
-def measure(model: Path, texts: list[str], memory_mb: int, use_quota: bool = True) -> Measured:
+def measure(
+    model: Path,
+    texts: list[str],
+    memory_mb: int,
+    use_quota: bool = True,
+    long_text: str = "truncate",
+) -> Measured:
     vcpus = quota.lambda_vcpus(memory_mb)
     name = f"hf-tune-{os.getpid()}-{memory_mb}"
     group = quota.quota(name, vcpus) if use_quota else contextlib.nullcontext(None)
     with group as procs:
         api_repeats = max(1, math.ceil(API_REQUESTS / len(texts)))
         batch_repeats = max(1, math.ceil(BATCH_TEXTS / len(texts)))
-        init_api, api = _probe("api", model, memory_mb, texts, api_repeats, procs)
-        init_batch, batch = _probe("batch", model, memory_mb, texts, batch_repeats, procs)
+        init_api, api = _probe("api", model, memory_mb, texts, api_repeats, procs, long_text)
+        init_batch, batch = _probe(
+            "batch", model, memory_mb, texts, batch_repeats, procs, long_text
+        )
     if api.get("unreadable"):
         logger.warning(
             "%d of %d texts have nothing this model's vocabulary knows: left out of the timing",
@@ -361,6 +376,7 @@ def run(
     progress: Any = None,
     rounds: int = DEFAULT_ROUNDS,
     request_seconds: float = DEFAULT_REQUEST_SECONDS,
+    long_text: str = "truncate",
 ) -> dict[str, Any]:
     if measured_file is not None:
         rows = load_measured(measured_file)
@@ -389,7 +405,7 @@ def run(
         for size in sizes:
             if progress:
                 progress(f"round {r + 1}/{rounds}: {size} MB ({quota.lambda_vcpus(size):.2f} vCPU)")
-            runs[size].append(measure(model, texts, size, use_quota))
+            runs[size].append(measure(model, texts, size, use_quota, long_text))
     rows = [median_of(runs[size]) for size in sizes]
-    how = f"measured on this host ({host_arch()}, {quota.host_cpus()} CPUs)"
+    how = f"measured on this host ({host_arch()}, {quota.host_cpus()} CPUs), long_text={long_text}"
     return report(rows, prices, p99_ms, how, use_quota, request_seconds)

@@ -64,8 +64,12 @@ def main(argv: list[str]) -> int:
     texts = readable
     if role == "api":
         headers = {"content-type": "application/json"}
+        long_text = fn.settings.long_text  # LONG_TEXT: the API's requests ask for it too
+        params = {} if long_text == "truncate" else {"parameters": {"long_text": long_text}}
         events = [
-            http_api_event("POST", "/classify", headers, json.dumps({"inputs": t}).encode(), "tune")
+            http_api_event(
+                "POST", "/classify", headers, json.dumps({"inputs": t, **params}).encode(), "tune"
+            )
             for t in texts
         ]
         latencies = []
@@ -80,15 +84,16 @@ def main(argv: list[str]) -> int:
         out["latencies_ms"] = latencies
     else:
         from handler.batch.formats import Record
-        from handler.batch.job import classify_chunk
+        from handler.batch.job import Reading, classify_chunk
 
         records = [Record(i + 1, text=t) for i, t in enumerate(texts * repeats)]
         size = fn.settings.batch_chunk_size
         classifier = fn.model.classifier
-        classify_chunk(classifier, records[:size])  # warm, as the first object would
+        how = Reading(fn.settings.long_text, fn.settings.max_windows_per_text)
+        classify_chunk(classifier, records[:size], None, how)  # warm, as the first object would
         start = time.perf_counter()
         for i in range(0, len(records), size):
-            classify_chunk(classifier, records[i : i + size])
+            classify_chunk(classifier, records[i : i + size], None, how)
         out["texts"], out["seconds"] = len(records), time.perf_counter() - start
         out.update(max_length_rate(classifier, texts))
     print(RESULT + json.dumps(out), flush=True)

@@ -202,3 +202,15 @@ def test_cli_tune_prints_json_with_every_size(tiny_model: Path) -> None:
         timeout=60,
     )
     assert bad.returncode == 2 and "128-10240 MB" in bad.stderr
+
+
+def test_windowed_texts_are_priced_when_asked(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tune --long-text windows` runs both probes with the function reading long texts in
+    windows (the API's requests ask for it, the batch chunks read it): what such texts cost."""
+    monkeypatch.setattr(quota, "make_group", lambda *a, **k: None)
+    long = ["good great fun loved best " * 6 + "awful dull worst boring terrible " * 30] * 3
+    result = tune.run(tiny_model, long, [1769], X86, 1e6, rounds=1, long_text="windows")
+    assert result["figures"].endswith("long_text=windows")
+    assert result["sizes"][0]["batch_texts_per_s"] > 0
