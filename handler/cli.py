@@ -172,7 +172,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise InvalidInput(f"--rounds must be 1 or more, got {args.rounds}")
     if not 0 < args.request_seconds <= 900:
         raise InvalidInput(f"--request-seconds must be in (0, 900], got {args.request_seconds}")
-    texts = read_texts(Path(args.data)) if args.data else list(REVIEWS)
+    texts: list[Any] = read_texts(Path(args.data)) if args.data else list(REVIEWS)
     model = Path(args.model) if args.measured else _model_dir(args)
     result = tune.run(
         model,

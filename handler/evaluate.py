@@ -13,6 +13,7 @@ import numpy as np
 from handler.errors import InvalidInput
 from handler.inference import Classifier
 from handler.inference.postprocess import MULTI_LABEL, REGRESSION, SINGLE_LABEL, task_of
+from handler.inference.tokenizer import TextInput
 
 
 def task_for(classifier: Classifier) -> str:
@@ -31,7 +32,7 @@ class Labelled:
     """Texts and their targets: a label id (single-label), a list of label ids (multi-label) or
     a number (regression)."""
 
-    texts: list[str]
+    texts: list[TextInput]
     labels: list[Any]
 
 
@@ -74,9 +75,12 @@ EXPECTED = {
 def read_labelled(path: Path, id2label: Mapping[int, str], task: str = SINGLE_LABEL) -> Labelled:
     """Read `text<TAB>target` lines: a label id or name (single-label), several separated by
     commas (multi-label) or a number (regression). A first line whose target is none of these
-    is a header; any later one is an error naming its line."""
-    texts: list[str] = []
+    is a header; any later one is an error naming its line. A header of three columns
+    (`text<TAB>text_pair<TAB>label`, or GLUE's `sentence1<TAB>sentence2<TAB>label`) makes it
+    a file of text pairs: every line then holds a text, its pair and the target."""
+    texts: list[TextInput] = []
     labels: list[Any] = []
+    pairs = False
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             line = line.rstrip("\r\n")
@@ -86,26 +90,52 @@ def read_labelled(path: Path, id2label: Mapping[int, str], task: str = SINGLE_LA
             label = _target(raw, id2label, task) if sep else None
             if label is None:
                 if lineno == 1:
+                    pairs = line.count("\t") == 2
                     continue
                 raise InvalidInput(
-                    f"{path}:{lineno}: expected 'text<TAB>target' with {EXPECTED[task]} "
-                    f"(labels {sorted(id2label)} or {sorted(id2label.values())}), got {raw!r}"
+                    f"{path}:{lineno}: expected '{'text<TAB>text_pair' if pairs else 'text'}"
+                    f"<TAB>target' with {EXPECTED[task]} (labels {sorted(id2label)} or "
+                    f"{sorted(id2label.values())}), got {raw!r}"
                 )
-            texts.append(text.strip())
+            if pairs:
+                first, tab, second = text.partition("\t")
+                if not tab or "\t" in second:
+                    raise InvalidInput(
+                        f"{path}:{lineno}: a file of pairs (its header has three columns) needs "
+                        "'text<TAB>text_pair<TAB>target' on every line"
+                    )
+                texts.append((first.strip(), second.strip()))
+            else:
+                texts.append(text.strip())
             labels.append(label)
     if not texts:
         raise InvalidInput(f"{path} holds no labelled lines")
     return Labelled(texts, labels)
 
 
-def read_texts(path: Path) -> list[str]:
+PAIR_HEADER = "text\ttext_pair"
+
+
+def read_texts(path: Path) -> list[TextInput]:
     """Unlabelled text, one per line (UTF-8); blank lines are skipped. For the build's agreement
-    check (`--agreement-text`) and `tune --data`."""
+    check (`--agreement-text`) and `tune --data`. A first line `text<TAB>text_pair` makes it a
+    file of pairs, one `text<TAB>text_pair` per line."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    texts = [line.strip() for line in lines if line.strip()]
+    texts: list[TextInput]
+    if lines and lines[0].strip().lower() == PAIR_HEADER:
+        texts = []
+        for lineno, line in enumerate(lines[1:], start=2):
+            if not line.strip():
+                continue
+            first, tab, second = line.partition("\t")
+            if not tab or "\t" in second:
+                raise InvalidInput(f"{path}:{lineno}: expected 'text<TAB>text_pair'")
+            texts.append((first.strip(), second.strip()))
+    else:
+        texts = [line.strip() for line in lines if line.strip()]
     if not texts:
         raise InvalidInput(f"{path} holds no text lines")
     return texts

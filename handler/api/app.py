@@ -17,12 +17,20 @@ from starlette.routing import Route
 from handler import strict_json
 from handler.api import errors as api_errors
 from handler.api.guard import RequestGuard
-from handler.api.schemas import ClassifyRequest, ErrorBody, Health, ModelInfo, Prediction
+from handler.api.schemas import (
+    ClassifyRequest,
+    ErrorBody,
+    Health,
+    ModelInfo,
+    Prediction,
+    TextPair,
+)
 from handler.config import Settings
 from handler.errors import InputTooLarge, InvalidInput
 from handler.inference import LEGACY, TextResult, postprocess
 from handler.inference.classifier import Reading
 from handler.inference.postprocess import TopK
+from handler.inference.tokenizer import TextInput
 from handler.observability import LOW_CONFIDENCE, record_prediction
 from handler.runtime import LoadedModel
 
@@ -62,14 +70,15 @@ def parse_body(raw: bytes, limit: int) -> ClassifyRequest:
     return ClassifyRequest.model_validate(data)
 
 
-def check_limits(texts: list[str], settings: Settings) -> None:
+def check_limits(texts: list[TextInput], settings: Settings) -> None:
     if not texts:
         raise InvalidInput("inputs is an empty list: send at least one text")
     if len(texts) > settings.max_texts:
         raise InputTooLarge(
             f"{len(texts)} texts in one request; the limit is {settings.max_texts} (MAX_TEXTS)"
         )
-    for i, text in enumerate(texts):
+    for i, item in enumerate(texts):
+        text = item if isinstance(item, str) else max(item, key=len)  # a pair: its longer one
         if len(text) > settings.max_text_chars:
             raise InputTooLarge(
                 f"input {i} is {len(text)} characters; the limit is {settings.max_text_chars} "
@@ -136,8 +145,9 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
         # per environment, so a thread hop would only add latency.
         started = time.perf_counter()
         req = parse_body(await request.body(), settings.max_body_bytes)
-        single = isinstance(req.inputs, str)
-        texts = [req.inputs] if isinstance(req.inputs, str) else req.inputs
+        single = not isinstance(req.inputs, list)
+        given: list[str | TextPair] = req.inputs if isinstance(req.inputs, list) else [req.inputs]
+        texts: list[TextInput] = [t.item() if isinstance(t, TextPair) else t for t in given]
         check_limits(texts, settings)
         params = req.parameters
         if "top_k" in params.model_fields_set:
@@ -156,7 +166,9 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
             answers = [apply_min_score(a, min_score) for a in answers]
         # The Inference API answers a list of labels per text, always ([[...]] for one text:
         # huggingface_hub's InferenceClient takes [0]); /classify answers as the pipeline.
-        body = answers if inference_api else postprocess.shape(answers, single)
+        # /classify answers as the pipeline: one string -> [answer], one pair -> answer.
+        wrap = isinstance(req.inputs, str)
+        body = answers if inference_api else postprocess.shape(answers, single, wrap)
         top = [float(row.max()) for row in scores]
         _figures(results, top, min_score if min_score is not None else LOW_CONFIDENCE, started)
         truncated = [str(i) for i, r in enumerate(results) if r.truncated]

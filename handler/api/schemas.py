@@ -47,11 +47,25 @@ class Parameters(BaseModel):
         return value.lower() if isinstance(value, str) else value
 
 
+class TextPair(BaseModel):
+    """The pipeline's `{"text": ..., "text_pair": ...}`: a text and its pair (NLI, paraphrase,
+    question and passage), encoded as the model's tokenizer encodes pairs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr
+    text_pair: StrictStr | None = None
+
+    def item(self) -> str | tuple[str, str]:
+        return self.text if self.text_pair is None else (self.text, self.text_pair)
+
+
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    inputs: StrictStr | list[StrictStr] = Field(
-        description="One text, or a list of texts.", examples=["I loved this film."]
+    inputs: StrictStr | TextPair | list[StrictStr | TextPair] = Field(
+        description="One text, a {text, text_pair} pair, or a list of them.",
+        examples=["I loved this film."],
     )
     parameters: Parameters = Field(default_factory=Parameters)
     options: dict[str, Any] | None = Field(

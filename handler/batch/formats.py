@@ -34,6 +34,15 @@ class Record:
     id: Any = None
     text: str | None = None
     error: str | None = None
+    # The pipeline's text pair (`text_pair` beside `text`: NLI, paraphrase, query and passage).
+    text_pair: str | None = None
+
+    @property
+    def item(self) -> str | tuple[str, str] | None:
+        """What the classifier reads: the text, or the text and its pair."""
+        if self.text is None or self.text_pair is None:
+            return self.text
+        return (self.text, self.text_pair)
 
 
 SNIFF_BYTES = 512  # bytes read ahead at an object's start: byte-order marks, archive signatures
@@ -78,6 +87,14 @@ def detect(key: str) -> tuple[str, bool]:
 def _check_text(value: Any) -> tuple[str | None, str | None]:
     problem = text_problem(value)
     return (None, f"'text' {problem}") if problem else (value, None)
+
+
+def _check_pair(value: Any) -> tuple[str | None, str | None]:
+    """A record's `text_pair`: absent (or null) for a single text, else a text like `text`."""
+    if value is None:
+        return None, None
+    problem = text_problem(value)
+    return (None, f"'text_pair' {problem}") if problem else (value, None)
 
 
 def _valid_utf8(line: str) -> bool:
@@ -140,7 +157,10 @@ def _jsonl(text: IO[str], start: int = 1, strip_bom: bool = True) -> Iterator[Re
             yield Record(n, id=rid, error="missing 'text'")
             continue
         value, error = _check_text(obj["text"])
-        yield Record(n, id=rid, text=value, error=error)
+        pair, pair_error = _check_pair(obj.get("text_pair"))
+        if error is None and pair_error is not None:
+            value, error = None, pair_error
+        yield Record(n, id=rid, text=value, error=error, text_pair=pair if value else None)
 
 
 def _writable(value: Any) -> bool:
@@ -176,13 +196,18 @@ def _csv(text: IO[str], start: int = 1, strip_bom: bool = True) -> Iterator[Reco
     except csv.Error as exc:
         raise DataFault(f"CSV header row is malformed: {exc}") from None
     names = [h.strip().lower() for h in header]
-    if names.count("text") != 1 or names.count("id") > 1:
+    if names.count("text") != 1 or names.count("id") > 1 or names.count("text_pair") > 1:
         # Without one 'text' column no row can be classified: one fault that names what the
         # header holds, not the same error on every row (or, with two, a guess between them).
-        problem = "no 'text' column" if "text" not in names else "more than one 'text' or 'id'"
+        problem = (
+            "no 'text' column"
+            if "text" not in names
+            else "more than one 'text', 'text_pair' or 'id'"
+        )
         raise DataFault(f"CSV header has {problem}: found columns {header[:20]!r}"[:500])
     text_col = names.index("text")
     id_col = names.index("id") if "id" in names else None
+    pair_col = names.index("text_pair") if "text_pair" in names else None
     n = 0
     while True:
         try:
@@ -202,7 +227,10 @@ def _csv(text: IO[str], start: int = 1, strip_bom: bool = True) -> Iterator[Reco
             yield Record(n, id=rid, error=f"row has {len(row)} fields, header has {len(header)}")
         else:
             value, error = _check_text(row[text_col])
-            yield Record(n, id=rid, text=value, error=error)
+            pair, pair_error = _check_pair(row[pair_col] if pair_col is not None else None)
+            if error is None and pair_error is not None:
+                value, error = None, pair_error
+            yield Record(n, id=rid, text=value, error=error, text_pair=pair if value else None)
 
 
 @dataclass(frozen=True)

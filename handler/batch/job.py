@@ -149,7 +149,7 @@ def classify_chunk(
     """Lines for a chunk of records, in order, and the tokens fed; valid texts go through the
     classifier together (length-sorted micro-batches, batch-invariant; a long text's windows
     too). `stop` is asked between micro-batches (OutOfTime when it says so)."""
-    texts = [(r, r.text) for r in chunk if r.text is not None]
+    texts = [(r, r.item) for r in chunk if r.item is not None]
     encoded = classifier.tokenizer.encode([t for _, t in texts]) if texts else []
     good = [(r, t, e) for (r, t), e in zip(texts, encoded, strict=True) if e.problem is None]
     unreadable = {

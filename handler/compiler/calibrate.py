@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from handler.inference.tokenizer import TextTokenizer
+from handler.inference.tokenizer import TextInput, TextTokenizer
 
 
 @dataclass
@@ -85,7 +85,7 @@ def gemm_inputs(model: Any) -> list[str]:
     return list(seen)
 
 
-def collect(graph: Path, tokenizer: TextTokenizer, texts: list[str]) -> Calibration:
+def collect(graph: Path, tokenizer: TextTokenizer, texts: list[TextInput]) -> Calibration:
     """Run `graph` (fp32) on each text alone and accumulate its GEMM inputs' statistics."""
     import onnx
     import onnxruntime as ort

@@ -21,6 +21,7 @@ from handler.errors import GateFailed
 from handler.evaluate import Labelled, multi_hot
 from handler.inference import Classifier
 from handler.inference.postprocess import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from handler.inference.tokenizer import TextInput
 
 # Padded batch sizes the invariance check runs, each in length-sorted and in shuffled order.
 INVARIANCE_BATCH_SIZES = (2, 3, 8, 17, 32, 64)
@@ -47,7 +48,8 @@ def split(data: Labelled) -> tuple[Labelled, Labelled]:
     """(selection, report): a text's part depends on its bytes only, not on the file's order."""
     parts: tuple[Labelled, Labelled] = (Labelled([], []), Labelled([], []))
     for text, label in zip(data.texts, data.labels, strict=True):
-        digest = hashlib.sha256(text.encode("utf-8")).digest()
+        key = text if isinstance(text, str) else "\t".join(text)  # a pair: both members
+        digest = hashlib.sha256(key.encode("utf-8")).digest()
         part = parts[0] if int.from_bytes(digest[:4], "big") % SELECTION_SHARE == 0 else parts[1]
         part.texts.append(text)
         part.labels.append(label)
@@ -63,7 +65,10 @@ PROGRESS_CHUNK = 64  # texts per progress step
 
 
 def scores(
-    classifier: Classifier, texts: list[str], desc: str = "scoring", function: str | None = None
+    classifier: Classifier,
+    texts: list[TextInput],
+    desc: str = "scoring",
+    function: str | None = None,
 ) -> np.ndarray[Any, Any]:
     parts = []
     with progress.bar(len(texts), desc, unit="text", leave=False) as shown:
@@ -136,7 +141,7 @@ def compare(
 
 
 def batch_invariance(
-    candidate: Classifier, texts: list[str], sizes: tuple[int, ...] = INVARIANCE_BATCH_SIZES
+    candidate: Classifier, texts: list[TextInput], sizes: tuple[int, ...] = INVARIANCE_BATCH_SIZES
 ) -> dict[str, Any]:
     """Each text alone vs inside padded batches of every size, length-sorted and shuffled."""
     encoded = candidate.tokenizer.encode(texts)
@@ -182,7 +187,7 @@ def batch_invariance(
     }
 
 
-def throughput(candidate: Classifier, texts: list[str]) -> dict[str, float]:
+def throughput(candidate: Classifier, texts: list[TextInput]) -> dict[str, float]:
     """Texts/s as served (length-sorted micro-batches) and one text per run, same session."""
     start = time.perf_counter()
     candidate.run_for_measurement(texts)

@@ -29,6 +29,7 @@ import numpy as np
 
 import handler
 from handler.errors import BuildError
+from handler.inference.tokenizer import TextInput
 
 QEMU = "qemu-aarch64"
 CPU = "neoverse-n1"  # Graviton2, Lambda's arm64; `-cpu max` enables SME, which qemu 7.2 miscomputes
@@ -76,7 +77,7 @@ class Emulator:
             )
 
     def scores(
-        self, model_dir: Path, texts: list[str], function: str | None, timeout: float = 7200
+        self, model_dir: Path, texts: list[TextInput], function: str | None, timeout: float = 7200
     ) -> np.ndarray[Any, Any]:
         """The scores the artifact in `model_dir` gives `texts` on the target, as gate.scores
         computes them on the host; the texts are split over one child per CPU."""
@@ -100,7 +101,7 @@ class Emulator:
                 list(pool.map(lambda s: self._run(s, timeout), specs))
             return np.concatenate([np.load(str(s["out"])) for s in specs])
 
-    def batch_invariance(self, model_dir: Path, texts: list[str]) -> dict[str, Any]:
+    def batch_invariance(self, model_dir: Path, texts: list[TextInput]) -> dict[str, Any]:
         """gate.batch_invariance on the target, for the first INVARIANCE_TEXTS texts."""
         with tempfile.TemporaryDirectory(prefix="on-target-") as tmp:
             texts_file, out = Path(tmp) / "texts.json", Path(tmp) / "invariance.json"
@@ -148,7 +149,10 @@ def _child(spec: dict[str, Any]) -> None:
     from handler.inference import Classifier
 
     clf = Classifier.from_dir(spec["model"], threads=1)
-    texts = json.loads(Path(spec["texts"]).read_text())
+    # JSON has no tuples: a pair comes back as a list of two.
+    texts = [
+        t if isinstance(t, str) else tuple(t) for t in json.loads(Path(spec["texts"]).read_text())
+    ]
     if spec["what"] == "scores":
         np.save(spec["out"], gate.scores(clf, texts, "on target", spec["function"]))
     else:

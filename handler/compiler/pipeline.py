@@ -35,7 +35,7 @@ from handler.evaluate import Labelled, read_labelled, read_texts
 from handler.inference.classifier import RUNTIME_CONFIG, Classifier, ModelConfig
 from handler.inference.postprocess import SINGLE_LABEL, task_of
 from handler.inference.session import create_session
-from handler.inference.tokenizer import TextTokenizer
+from handler.inference.tokenizer import TextInput, TextTokenizer
 
 log = logging.getLogger(__name__)
 # Without --eval: the GLUE SST-2 validation split, the split the model card's accuracy is on,
@@ -383,7 +383,7 @@ def build(
             calibration = calibrate.collect(
                 fused,
                 TextTokenizer.from_file(tokenizer_file, config.max_length, config.pad_token_id),
-                selection.texts + agreement.calibration_texts()[0],
+                [*selection.texts, *agreement.calibration_texts()[0]],
             )
         for name in target.recipes:
             stages.set_postfix_str(f"quantise and score recipe {name}")
@@ -464,11 +464,13 @@ def build(
                 config.batching,
             )
         stages.update()
+        texts: list[TextInput]
         if options.agreement_text is not None:
             texts = read_texts(options.agreement_text)
             texts_source = str(options.agreement_text)
         else:
-            texts, texts_source = agreement.default_texts()
+            defaults, texts_source = agreement.default_texts()
+            texts = list(defaults)
         unlabelled = agreement.measure(
             gate.scores(reference, texts, "fp32 on unlabelled text", function),
             emulator.scores(stage, texts, function)

@@ -17,7 +17,7 @@ from handler.inference import postprocess
 from handler.inference.long_text import TRUNCATE, Windows, check_mode, combine
 from handler.inference.postprocess import LEGACY, FloatArray, TopK
 from handler.inference.session import create_session
-from handler.inference.tokenizer import INPUT_NAMES, Encoded, TextTokenizer
+from handler.inference.tokenizer import INPUT_NAMES, Encoded, TextInput, TextTokenizer
 
 RUNTIME_CONFIG = "config.json"
 # Inputs this core knows how to produce; a graph declaring anything else is refused at load.
@@ -110,7 +110,14 @@ class Reading:
 
 
 def text_problem(text: object) -> str | None:
-    """Why `text` cannot be classified, or None. Empty text is an error, not a guess."""
+    """Why `text` (or a pair's member) cannot be classified, or None. Empty text is an error,
+    not a guess."""
+    if isinstance(text, tuple) and len(text) == 2:
+        for name, member in zip(("text", "text_pair"), text, strict=True):
+            problem = text_problem(member)
+            if problem is not None:
+                return f"{name} {problem}"
+        return None
     if not isinstance(text, str):
         return f"is {'null' if text is None else type(text).__name__}, expected a string"
     if not text.strip():
@@ -122,9 +129,27 @@ def text_problem(text: object) -> str | None:
     return None
 
 
-def check_texts(texts: Sequence[object]) -> list[str]:
-    """Every input must be a non-empty string; the error names the first one that is not."""
-    out: list[str] = []
+PAIR_KEYS = ("text", "text_pair")
+
+
+def pair_of(item: Mapping[str, object], index: int) -> object:
+    """The pipeline's `{"text": ..., "text_pair": ...}` as an input: a pair, or (without
+    `text_pair`) a text; any other key is refused by name, as the tokenizer would not take it."""
+    unknown = sorted(str(k) for k in item if k not in PAIR_KEYS)
+    if unknown or "text" not in item:
+        raise InvalidInput(
+            f'input {index} must be {{"text": ..., "text_pair": ...}}: '
+            + (f"unknown keys {unknown}" if unknown else "no 'text'")
+        )
+    if item.get("text_pair") is None:
+        return item["text"]
+    return (item["text"], item["text_pair"])
+
+
+def check_texts(texts: Sequence[object]) -> list[TextInput]:
+    """Every input must be a non-empty string (or a pair of them); the error names the first
+    one that is not."""
+    out: list[TextInput] = []
     for i, text in enumerate(texts):
         problem = text_problem(text)
         if problem is not None:
@@ -211,7 +236,7 @@ class Classifier:
 
     def reading(
         self,
-        texts: Sequence[str],
+        texts: Sequence[TextInput],
         encoded: Sequence[Encoded],
         long_text: str = TRUNCATE,
         max_windows: int | None = None,
@@ -227,7 +252,7 @@ class Classifier:
         spans = []
         for text, enc in zip(texts, encoded, strict=True):
             windows = [enc]
-            if enc.truncated:
+            if enc.truncated and isinstance(text, str):  # a pair is cut longest-first
                 windows = self.tokenizer.windows(self._window_tokenizer(), text)
             capped = max_windows is not None and len(windows) > max_windows
             if capped:
@@ -270,7 +295,7 @@ class Classifier:
             )
         return out
 
-    def run_for_measurement(self, texts: Sequence[str]) -> list[TextResult]:
+    def run_for_measurement(self, texts: Sequence[TextInput]) -> list[TextResult]:
         """Run every text, including those the serving paths refuse as unreadable (nothing but
         special or unknown tokens): the build's gate and `eval` measure the model on the whole
         file they are given."""
@@ -339,19 +364,21 @@ class Classifier:
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]] | list[Any]:
         rows = np.asarray(scores, dtype=np.float32).tolist()  # one conversion for every row
         answers = [postprocess.format_scores(row, self.id2label, top_k) for row in rows]
-        return postprocess.shape(answers, single)
+        shaped: list[Any] = postprocess.shape(answers, single)
+        return shaped
 
     def predict(
         self,
-        inputs: str | Sequence[str],
+        inputs: str | Mapping[str, str] | Sequence[str | Mapping[str, str]],
         *,
         top_k: TopK = LEGACY,
         function_to_apply: str | None = None,
         long_text: str = TRUNCATE,
-    ) -> list[Any]:
+    ) -> Any:
         """The transformers `pipeline("text-classification")` contract.
 
-        A string gives `[{"label", "score"}]`; a list gives one answer per text. With `top_k`
+        A string gives `[{"label", "score"}]`; `{"text": ..., "text_pair": ...}` gives
+        `{"label", "score"}`; a list gives one answer per input. With `top_k`
         given (None = every label), each answer is a score-sorted list of that many labels.
         Texts over the model's max length are truncated (as with `truncation=True`), or with
         `long_text="windows"` read whole in windows whose scores are combined.
@@ -359,11 +386,17 @@ class Classifier:
         postprocess.check_top_k(top_k)
         check_mode(long_text)
         self.resolve_function(function_to_apply)  # fail on a bad name before any work
-        single = isinstance(inputs, str)
-        texts: Sequence[object] = [inputs] if single else inputs
+        single = isinstance(inputs, str | Mapping)
         if not single and not isinstance(inputs, Sequence):
             raise InvalidInput(
-                f"inputs must be a string or a list of strings, got {type(inputs).__name__}"
+                "inputs must be a string, a {text, text_pair} object or a list of them, got "
+                f"{type(inputs).__name__}"
             )
+        items: Sequence[object] = [inputs] if single else list(inputs)
+        texts = [
+            pair_of(item, i) if isinstance(item, Mapping) else item for i, item in enumerate(items)
+        ]
         scores = self.scores(self.run(texts, long_text), function_to_apply)
-        return self.format(scores, single, top_k)
+        answers = self.format(scores, False, top_k)
+        # The pipeline: one string answers [answer]; one {text, text_pair} answers the answer.
+        return postprocess.shape(answers, single, wrap=isinstance(inputs, str))

@@ -100,9 +100,10 @@ def format_scores(
     return ranked if top_k is None else ranked[:top_k]
 
 
-def shape(answers: list[Any], single: bool) -> list[Any]:
-    """The pipeline's outer shape: one string gives its answer as a list; a list, one per text."""
+def shape(answers: list[Any], single: bool, wrap: bool = True) -> Any:
+    """The pipeline's outer shape: one string gives its answer as a list; a list, one per text;
+    one `{text, text_pair}` (wrap=False) its answer as it is."""
     if not single:
         return answers
     first = answers[0]
-    return first if isinstance(first, list) else [first]
+    return first if isinstance(first, list) or not wrap else [first]

@@ -12,6 +12,9 @@ from tokenizers import Encoding, Tokenizer
 
 IntArray = npt.NDArray[np.int64]
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+# One input: a text, or a text and its pair (NLI, paraphrase, a query and a passage), encoded as
+# the model's tokenizer encodes pairs (its template, token type ids, longest-first truncation).
+TextInput = str | tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -117,9 +120,11 @@ class TextTokenizer:
             unknown_only=unknown_only,
         )
 
-    def encode(self, texts: Sequence[str]) -> list[Encoded]:
+    def encode(self, texts: Sequence[TextInput]) -> list[Encoded]:
         if len(texts) == 1:  # encode_batch's thread pool costs more than it saves for one text
-            return [self._encoded(self._tok.encode(texts[0]))]
+            one = texts[0]
+            enc = self._tok.encode(*one) if isinstance(one, tuple) else self._tok.encode(one)
+            return [self._encoded(enc)]
         return [self._encoded(e) for e in self._tok.encode_batch(list(texts))]
 
     @staticmethod

@@ -29,6 +29,7 @@ from typing import Any
 
 from handler.config import MB_PER_VCPU, REQUEST_TOKENS_PER_VCPU, default_request_tokens
 from handler.errors import InvalidInput
+from handler.inference.tokenizer import TextInput
 from handler.tune import quota
 
 logger = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def _probe(
     role: str,
     model: Path,
     memory_mb: int,
-    texts: list[str],
+    texts: list[TextInput],
     repeats: int,
     procs: Path | None,
     long_text: str = "truncate",
@@ -209,7 +210,7 @@ def _probe(
 
 def measure(
     model: Path,
-    texts: list[str],
+    texts: list[TextInput],
     memory_mb: int,
     use_quota: bool = True,
     long_text: str = "truncate",
@@ -368,7 +369,7 @@ def render(result: dict[str, Any]) -> str:
 
 def run(
     model: Path,
-    texts: list[str],
+    texts: list[TextInput],
     sizes: list[int],
     prices: Prices,
     p99_ms: float,

@@ -17,6 +17,8 @@ import sys
 import time
 from typing import Any
 
+from handler.inference.tokenizer import TextInput
+
 READY = "tune: ready"
 RESULT = "tune: result "
 
@@ -24,11 +26,11 @@ RESULT = "tune: result "
 LONG_ROWS = 16  # texts of the model's full length timed for the request budget's worst case
 
 
-def max_length_rate(classifier: Any, texts: list[str]) -> dict[str, Any]:
+def max_length_rate(classifier: Any, texts: list[TextInput]) -> dict[str, Any]:
     """Tokens per second when every text is as long as the model reads (the costliest tokens:
     attention grows with length), from the user's own words: what MAX_REQUEST_TOKENS is set by."""
     tok = classifier.tokenizer
-    joined = " ".join(texts)
+    joined = " ".join(t if isinstance(t, str) else " ".join(t) for t in texts)
     while not tok.encode([joined])[0].truncated and len(joined) < 10_000_000:
         joined = f"{joined} {joined}"
     words = joined.split()
