@@ -11,9 +11,6 @@ from pathlib import Path
 
 from handler.errors import ConfigError
 
-# handler.inference.long_text.LONG_TEXT_MODES, not imported: settings load before numpy.
-LONG_TEXT_MODES = ("truncate", "windows")
-
 # The model folder when MODEL_DIR is unset: on Lambda `$LAMBDA_TASK_ROOT/model` (where
 # infra/Dockerfile and scripts/build_layer.sh put it), elsewhere `./build/model` (what
 # `python -m handler build` and scripts/demo.sh write).
@@ -200,7 +197,9 @@ class Settings:
             output_bucket=env.get("OUTPUT_BUCKET") or None,
             output_prefix=_prefix(env, "OUTPUT_PREFIX"),
             batch_chunk_size=_int(env, "BATCH_CHUNK_SIZE", 512),
-            long_text=_choice(env, "LONG_TEXT", LONG_TEXT_MODES),
+            # handler.inference.long_text's modes (tests/adapters/test_long_text_batch.py holds
+            # the two equal): not imported, settings load before numpy and onnxruntime.
+            long_text=_choice(env, "LONG_TEXT", ("truncate", "windows")),
             max_windows_per_text=_int(env, "MAX_WINDOWS_PER_TEXT", 64),
             batch_time_margin_ms=_int(env, "BATCH_TIME_MARGIN_MS", 30_000, minimum=0),
             max_decompressed_bytes=_int(env, "MAX_DECOMPRESSED_MB", 4096) << 20,

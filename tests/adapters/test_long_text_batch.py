@@ -125,10 +125,12 @@ def test_the_setting_is_read_from_the_environment(value: str) -> None:
 
 
 def test_a_setting_that_names_no_mode_is_refused() -> None:
-    from handler.config import LONG_TEXT_MODES, Settings
+    from handler.config import Settings
     from handler.errors import ConfigError
     from handler.inference import long_text
 
-    assert LONG_TEXT_MODES == long_text.LONG_TEXT_MODES  # one list, two import-light places
-    with pytest.raises(ConfigError, match="LONG_TEXT must be one of truncate, windows"):
+    modes = ", ".join(long_text.LONG_TEXT_MODES)  # the settings take exactly the core's modes
+    with pytest.raises(ConfigError, match=f"LONG_TEXT must be one of {modes}, got 'chunks'"):
         Settings.from_env({"LONG_TEXT": "chunks"})
+    for mode in long_text.LONG_TEXT_MODES:
+        assert Settings.from_env({"LONG_TEXT": mode}).long_text == mode
