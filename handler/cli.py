@@ -112,13 +112,26 @@ def _classifier(args: argparse.Namespace) -> Any:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    from handler.errors import InvalidInput
     from handler.inference import LEGACY
 
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     top_k: Any = LEGACY
     if args.top_k is not None:
         top_k = None if args.top_k == "all" else int(args.top_k)
-    inputs = texts[0] if len(texts) == 1 else texts
+    items: list[Any] = list(texts)
+    if args.pairs:  # each TEXT (or line) is text<TAB>text_pair
+        items = []
+        for i, text in enumerate(texts):
+            first, tab, second = text.partition("\t")
+            if not tab:
+                raise InvalidInput(f"--pairs: input {i} has no tab between text and text_pair")
+            items.append({"text": first, "text_pair": second})
+    if args.text_pair is not None:
+        if len(texts) != 1 or args.pairs:
+            raise InvalidInput("--text-pair goes with exactly one TEXT (use --pairs for several)")
+        items = [{"text": texts[0], "text_pair": args.text_pair}]
+    inputs = items[0] if len(items) == 1 else items
     clf = _classifier(args)
     _print(
         clf.predict(inputs, top_k=top_k, function_to_apply=args.function, long_text=args.long_text)
@@ -294,6 +307,12 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("texts", nargs="*")
             c.add_argument("--top-k", help="an integer, or 'all'")
             c.add_argument("--function", help="softmax | sigmoid | none")
+            c.add_argument("--text-pair", help="the pair of the one TEXT (NLI, paraphrase)")
+            c.add_argument(
+                "--pairs",
+                action="store_true",
+                help="each TEXT (or stdin line) is text<TAB>text_pair",
+            )
             c.add_argument(
                 "--long-text",
                 choices=["truncate", "windows"],

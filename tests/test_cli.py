@@ -46,6 +46,18 @@ def test_classify_reads_long_texts_in_windows_when_asked(tiny_model: Path) -> No
     assert bad.returncode == 2 and "--long-text" in bad.stderr
 
 
+def test_classify_takes_text_pairs(tiny_model: Path) -> None:
+    one = _run("classify", "--model", str(tiny_model), "good plot", "--text-pair", "awful and dull")
+    assert one.returncode == 0, one.stderr
+    answer = json.loads(one.stdout)
+    assert isinstance(answer, dict) and set(answer) == {"label", "score"}  # as the pipeline
+    many = _run("classify", "--model", str(tiny_model), "--pairs", "good\tbad", "dull\tfun")
+    assert many.returncode == 0 and len(json.loads(many.stdout)) == 2
+    assert json.loads(many.stdout)[0] != answer
+    bad = _run("classify", "--model", str(tiny_model), "--pairs", "no tab here")
+    assert bad.returncode == 2 and "no tab" in bad.stderr
+
+
 def test_classify_reports_bad_input(tiny_model: Path) -> None:
     out = _run("classify", "--model", str(tiny_model), "   ")
     assert out.returncode == 2 and "empty" in out.stderr
