@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from handler.evaluate import read_labelled, read_texts  # noqa: E402
 from handler.inference import Classifier  # noqa: E402
 from handler.inference.postprocess import SINGLE_LABEL  # noqa: E402
 from handler.inference.session import create_session  # noqa: E402
+from handler.inference.tokenizer import TextInput  # noqa: E402
 from handler.tune.sample import REVIEWS  # noqa: E402
 
 ROWS = [  # (target, fidelity)
@@ -52,7 +54,7 @@ ROWS = [  # (target, fidelity)
 ]
 
 
-def logits(clf: Classifier, texts: list[str]) -> Any:
+def logits(clf: Classifier, texts: Sequence[TextInput]) -> Any:
     return np.stack([r.logits for r in clf.run(texts)])
 
 
@@ -70,7 +72,7 @@ def row(name: str, lg: Any, ref: Any, gold: Any, n_b: int, extra: dict[str, Any]
     }
 
 
-def scores(clf: Classifier, texts: list[str]) -> Any:
+def scores(clf: Classifier, texts: Sequence[TextInput]) -> Any:
     return np.concatenate(
         [
             clf.scores(clf.run_for_measurement(texts[i : i + 512]), None)

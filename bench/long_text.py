@@ -55,7 +55,7 @@ LONG = SHARED / "data" / "imdb-long-a.tsv"
 HEAD_TAIL = (128, 382)  # content tokens kept from the start and the end (Sun et al., 2019)
 
 
-def aggregate(method: str, logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+def aggregate(method: str, logits: np.ndarray, tokens: np.ndarray) -> Any:
     """One text's scores from its windows' logits (windows x labels)."""
     probs = softmax(logits.astype(np.float32))
     if method == "mean_prob":
@@ -107,13 +107,13 @@ def run(clf: Classifier, rows: list[Encoded]) -> tuple[np.ndarray, float]:
 
 def measure(
     clf: Classifier,
-    texts: list[str],
+    texts: list[Any],
     gold: np.ndarray,
     windows: list[int],
     overlaps: list[float] = (0.0, 0.25, 0.5),  # type: ignore[assignment]
 ) -> list[Any]:
     rows: list[dict[str, Any]] = []
-    base_seconds = None
+    base_seconds = 0.0
     for name, encoded in single_windows(clf, texts).items():
         lg, seconds = run(clf, encoded)
         acc = float((lg.argmax(1) == gold).mean())
@@ -169,7 +169,9 @@ def speed(models: dict[str, Path], data: Path, limit: int, rounds: int, threads:
     for name, folder in models.items():
         clf = Classifier.from_dir(folder, threads=threads)
         clf.run(texts[:4], "windows")  # warm both shapes
-        paths = {m: (lambda m=m, c=clf: c.run(texts, m)) for m in ("truncate", "windows")}
+        paths: dict[str, Any] = {
+            m: (lambda m=m, c=clf: c.run(texts, m)) for m in ("truncate", "windows")
+        }
         seconds = interleaved_rounds(paths, rounds)
         per = {m: len(texts) / min(v) for m, v in seconds.items()}
         ratio = paired(seconds, "truncate", "windows")

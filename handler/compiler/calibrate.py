@@ -7,6 +7,7 @@ Each text runs on its own, so every row is a real token (no padding in the stati
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ def gemm_inputs(model: Any) -> list[str]:
     return list(seen)
 
 
-def collect(graph: Path, tokenizer: TextTokenizer, texts: list[TextInput]) -> Calibration:
+def collect(graph: Path, tokenizer: TextTokenizer, texts: Sequence[TextInput]) -> Calibration:
     """Run `graph` (fp32) on each text alone and accumulate its GEMM inputs' statistics."""
     import onnx
     import onnxruntime as ort

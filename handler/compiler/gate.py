@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
@@ -66,7 +67,7 @@ PROGRESS_CHUNK = 64  # texts per progress step
 
 def scores(
     classifier: Classifier,
-    texts: list[TextInput],
+    texts: Sequence[TextInput],
     desc: str = "scoring",
     function: str | None = None,
 ) -> np.ndarray[Any, Any]:
@@ -141,7 +142,9 @@ def compare(
 
 
 def batch_invariance(
-    candidate: Classifier, texts: list[TextInput], sizes: tuple[int, ...] = INVARIANCE_BATCH_SIZES
+    candidate: Classifier,
+    texts: Sequence[TextInput],
+    sizes: tuple[int, ...] = INVARIANCE_BATCH_SIZES,
 ) -> dict[str, Any]:
     """Each text alone vs inside padded batches of every size, length-sorted and shuffled."""
     encoded = candidate.tokenizer.encode(texts)
@@ -187,7 +190,7 @@ def batch_invariance(
     }
 
 
-def throughput(candidate: Classifier, texts: list[TextInput]) -> dict[str, float]:
+def throughput(candidate: Classifier, texts: Sequence[TextInput]) -> dict[str, float]:
     """Texts/s as served (length-sorted micro-batches) and one text per run, same session."""
     start = time.perf_counter()
     candidate.run_for_measurement(texts)

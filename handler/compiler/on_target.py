@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,11 @@ class Emulator:
             )
 
     def scores(
-        self, model_dir: Path, texts: list[TextInput], function: str | None, timeout: float = 7200
+        self,
+        model_dir: Path,
+        texts: Sequence[TextInput],
+        function: str | None,
+        timeout: float = 7200,
     ) -> np.ndarray[Any, Any]:
         """The scores the artifact in `model_dir` gives `texts` on the target, as gate.scores
         computes them on the host; the texts are split over one child per CPU."""
@@ -101,7 +106,7 @@ class Emulator:
                 list(pool.map(lambda s: self._run(s, timeout), specs))
             return np.concatenate([np.load(str(s["out"])) for s in specs])
 
-    def batch_invariance(self, model_dir: Path, texts: list[TextInput]) -> dict[str, Any]:
+    def batch_invariance(self, model_dir: Path, texts: Sequence[TextInput]) -> dict[str, Any]:
         """gate.batch_invariance on the target, for the first INVARIANCE_TEXTS texts."""
         with tempfile.TemporaryDirectory(prefix="on-target-") as tmp:
             texts_file, out = Path(tmp) / "texts.json", Path(tmp) / "invariance.json"

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,7 @@ def _probe(
     role: str,
     model: Path,
     memory_mb: int,
-    texts: list[TextInput],
+    texts: Sequence[TextInput],
     repeats: int,
     procs: Path | None,
     long_text: str = "truncate",
@@ -210,7 +211,7 @@ def _probe(
 
 def measure(
     model: Path,
-    texts: list[TextInput],
+    texts: Sequence[TextInput],
     memory_mb: int,
     use_quota: bool = True,
     long_text: str = "truncate",
@@ -369,7 +370,7 @@ def render(result: dict[str, Any]) -> str:
 
 def run(
     model: Path,
-    texts: list[TextInput],
+    texts: Sequence[TextInput],
     sizes: list[int],
     prices: Prices,
     p99_ms: float,

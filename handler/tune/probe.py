@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from handler.inference.tokenizer import TextInput
@@ -26,7 +27,7 @@ RESULT = "tune: result "
 LONG_ROWS = 16  # texts of the model's full length timed for the request budget's worst case
 
 
-def max_length_rate(classifier: Any, texts: list[TextInput]) -> dict[str, Any]:
+def max_length_rate(classifier: Any, texts: Sequence[TextInput]) -> dict[str, Any]:
     """Tokens per second when every text is as long as the model reads (the costliest tokens:
     attention grows with length), from the user's own words: what MAX_REQUEST_TOKENS is set by."""
     tok = classifier.tokenizer

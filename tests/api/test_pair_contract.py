@@ -69,7 +69,7 @@ def make_pair_model(kind: str, folder: Path) -> Path:
             pair="[CLS] $A [SEP] [SEP] $B [SEP]",
             special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
         )
-    PreTrainedTokenizerFast(
+    PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         unk_token="[UNK]",
         cls_token="[CLS]",

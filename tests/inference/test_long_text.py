@@ -64,6 +64,7 @@ def test_the_answer_averages_the_windows_scores(clf: Classifier) -> None:
     assert result.windows > 1 and not result.truncated
     reading = clf.reading([LONG], clf.encode([LONG]), "windows")
     each = np.stack([clf.run_encoded([row])[0] for row in reading.rows])
+    assert result.window_logits is not None
     np.testing.assert_allclose(result.window_logits, each, atol=1e-6)
     expected = softmax(each).mean(0)
     np.testing.assert_allclose(clf.scores([result], None)[0], expected, atol=1e-6)
