@@ -348,6 +348,9 @@ class Classifier:
             else np.stack([r.logits for r in results])
         )
         scores = self.scores_from_logits(logits, function_to_apply)
+        aggregation = self.config.long_text.aggregation
+        if aggregation == "mean_logits":  # a windowed text's logits are its windows' mean
+            return scores
         for i, r in enumerate(results):
             if r.window_logits is not None:  # the windows' scores, combined
                 each = self.scores_from_logits(r.window_logits, function_to_apply)

@@ -4,6 +4,7 @@ today's answer, bit for bit; windows share micro-batches and stay batch-invarian
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,33 +45,50 @@ def test_fitting_texts_keep_their_answers_beside_long_ones(clf: Classifier) -> N
     assert (mixed.argmax(1) == alone.argmax(1)).all()
 
 
-def test_every_token_of_a_long_text_is_read(clf: Classifier) -> None:
-    policy = clf.config.long_text.fit(clf.config.max_length)
-    assert policy.window == tiny.MAX_LENGTH  # the tiny model reads 32 tokens: windows of 32
+def with_policy(clf: Classifier, policy: Windows) -> Classifier:
+    return Classifier(clf.session, clf.tokenizer, replace(clf.config, long_text=policy))
+
+
+@pytest.mark.parametrize("overlap", [0, 8])
+def test_every_token_of_a_long_text_is_read(clf: Classifier, overlap: int) -> None:
+    assert clf.config.long_text.fit(clf.config.max_length).window == tiny.MAX_LENGTH
+    clf = with_policy(clf, Windows(tiny.MAX_LENGTH, overlap))
     reading = clf.reading([LONG], clf.encode([LONG]), "windows")
     rows = reading.rows
-    assert len(rows) > 1 and all(r.length <= policy.window for r in rows)
+    assert len(rows) > 1 and all(r.length <= tiny.MAX_LENGTH for r in rows)
     full = clf.tokenizer.clone(None).encode(LONG, add_special_tokens=False).ids
     read = list(rows[0].ids[1:-1])
     for row in rows[1:]:
         body = row.ids[1:-1]
-        assert body[: policy.overlap] == read[-policy.overlap :]  # each repeats the last tokens
-        read += body[policy.overlap :]
+        if overlap:
+            assert body[:overlap] == read[-overlap:]  # each repeats the last tokens
+        read += body[overlap:]
     assert read == full
 
 
-def test_the_answer_averages_the_windows_scores(clf: Classifier) -> None:
+@pytest.mark.parametrize("aggregation", ["mean_logits", "mean", "token_weighted"])
+def test_the_answer_combines_the_windows(clf: Classifier, aggregation: str) -> None:
+    clf = with_policy(clf, Windows(tiny.MAX_LENGTH, 0, aggregation))
     result = clf.run([LONG], "windows")[0]
     assert result.windows > 1 and not result.truncated
     reading = clf.reading([LONG], clf.encode([LONG]), "windows")
     each = np.stack([clf.run_encoded([row])[0] for row in reading.rows])
     assert result.window_logits is not None
     np.testing.assert_allclose(result.window_logits, each, atol=1e-6)
-    expected = softmax(each).mean(0)
+    tokens = np.asarray([r.content_tokens for r in reading.rows], dtype=np.float32)
+    expected = {
+        "mean_logits": softmax(each.mean(0, keepdims=True))[0],
+        "mean": softmax(each).mean(0),
+        "token_weighted": (softmax(each) * tokens[:, None]).sum(0) / tokens.sum(),
+    }[aggregation]
     np.testing.assert_allclose(clf.scores([result], None)[0], expected, atol=1e-6)
     assert result.num_tokens == sum(r.length for r in reading.rows)
     truncate = clf.run([LONG])[0]
     assert truncate.truncated and truncate.windows == 1
+
+
+def test_the_default_is_the_measured_choice() -> None:
+    assert Windows() == Windows(128, 0, "mean_logits")
 
 
 def test_windows_change_the_answer_when_the_end_disagrees(clf: Classifier) -> None:
@@ -106,3 +124,4 @@ def test_token_weighted_combination_by_hand() -> None:
     np.testing.assert_allclose(combine(scores, [30, 10], "mean"), [0.55, 0.45])
     np.testing.assert_allclose(combine(scores, [30, 10], "token_weighted"), [0.725, 0.275])
     assert Windows(128, 32).fit(64) == Windows(64, 16)
+    assert Windows(128, 0).fit(64) == Windows(64, 0)
