@@ -215,7 +215,9 @@ def test_optional_guards_appear_when_asked_for(monkeypatch: pytest.MonkeyPatch) 
     assert all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms)
     cors = res["HttpApi"]["Properties"]["CorsConfiguration"]
     assert cors["AllowOrigins"] == {"Ref": "CorsAllowedOrigins"}
-    assert "OPTIONS" not in cors["AllowMethods"] and "x-truncated-inputs" in cors["ExposeHeaders"]
+    assert "OPTIONS" not in cors["AllowMethods"]
+    # What the app says in headers, a browser may read: truncated inputs, windows per text.
+    assert set(cors["ExposeHeaders"]) == {"x-truncated-inputs", "x-long-text-windows"}
     reserved = res["ApiFunction"]["Properties"]["ReservedConcurrentExecutions"]
     assert reserved == {"Ref": "ApiReservedConcurrency"}
     assert out["_conditions"]["HasCors"] and out["_conditions"]["HasAlarmEmail"]
