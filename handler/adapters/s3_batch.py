@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from handler import strict_json
 from handler.batch import refs
 from handler.batch.formats import Inflation, detect
-from handler.batch.job import NDJSON, PREDICTIONS, Destination, Done, HandOff, Reading, run
+from handler.batch.job import NDJSON, PREDICTIONS, Destination, Done, HandOff, LongTexts, run
 from handler.batch.refs import ObjectRef
 from handler.config import Settings
 from handler.errors import (
@@ -88,7 +88,7 @@ class BatchAdapter:
             return None
 
         def hand_off(
-            pinned: ObjectRef, why: str, done: Done | None, how: Reading
+            pinned: ObjectRef, why: str, done: Done | None, how: LongTexts
         ) -> dict[str, Any]:
             from handler.adapters.s3_store import start_execution
             from handler.batch.shards import execution_name, make_job
@@ -172,7 +172,7 @@ class BatchAdapter:
                 hand_off=self._hand_off(dest),
                 hand_off_bytes=self.settings.distributed_min_bytes,
                 inflation=self._inflation(),
-                how=Reading(self.settings.long_text, self.settings.max_windows_per_text),
+                how=LongTexts(self.settings.long_text, self.settings.max_windows_per_text),
             )
         except ObjectChanged as exc:
             # Not retryable: the newer object has its own event. Said loudly, never classified.

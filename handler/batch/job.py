@@ -71,14 +71,14 @@ class Store(Protocol):
 
 
 @dataclass(frozen=True)
-class Reading:
+class LongTexts:
     """How the texts of an object are read: `long_text` and the window cap per text."""
 
     long_text: str = TRUNCATE
     max_windows: int | None = None
 
 
-TRUNCATING = Reading()  # the pipeline's way: the default everywhere
+TRUNCATING = LongTexts()  # the pipeline's way: the default everywhere
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,10 @@ class Done:
 
 # (the pinned object, why: "size" or "time", the records done, how texts are read) -> what
 # the hand-off started
-HandOff = Callable[[ObjectRef, str, Done | None, Reading], dict[str, Any]]
+HandOff = Callable[[ObjectRef, str, Done | None, LongTexts], dict[str, Any]]
 
 
-def for_object(pinned: ObjectRef, how: Reading) -> tuple[Reading, str | None]:
+def for_object(pinned: ObjectRef, how: LongTexts) -> tuple[LongTexts, str | None]:
     """How this object's texts are read: the uploader's `long-text` metadata, else the
     function's setting; (the function's, a data fault naming the value) when the metadata is
     not one of the modes: no record is classified against the uploader's stated wish."""
@@ -144,7 +144,7 @@ def classify_chunk(
     classifier: Classifier,
     chunk: list[Record],
     stop: Callable[[], bool] | None = None,
-    how: Reading = TRUNCATING,
+    how: LongTexts = TRUNCATING,
 ) -> tuple[list[dict[str, Any]], int]:
     """Lines for a chunk of records, in order, and the tokens fed; valid texts go through the
     classifier together (length-sorted micro-batches, batch-invariant; a long text's windows
@@ -269,7 +269,7 @@ def classify_into(
     kinds: Counter[str],
     chunk_size: int,
     stop: Callable[[], bool] | None = None,
-    how: Reading = TRUNCATING,
+    how: LongTexts = TRUNCATING,
 ) -> bool:
     """Classify records into `out`, one line each, in order. False when `stop()` said so with
     records still to do (asked between micro-batches, so the overshoot is one model run at
@@ -347,7 +347,7 @@ def run(
     hand_off: HandOff | None = None,
     hand_off_bytes: int | None = None,
     inflation: Inflation | None = None,
-    how: Reading = TRUNCATING,
+    how: LongTexts = TRUNCATING,
 ) -> dict[str, Any]:
     """Classify every record of `ref` in this invocation, or hand the object to the distributed
     path: at once when it has at least `hand_off_bytes`, or when less than `margin_ms` is left

@@ -56,8 +56,8 @@ from handler.batch.job import (
     TRUNCATING,
     Destination,
     Done,
+    LongTexts,
     Progress,
-    Reading,
     Store,
     already_done,
     classify_into,
@@ -131,7 +131,7 @@ class Job:
     # Records an invocation out of time classified before handing over: {"records", "part" (their
     # lines, in the work area), "bytes", "stats"}; None when the object was handed over unread.
     resume: dict[str, Any] | None = None
-    # How texts are read (the single path's Reading): every shard reads them alike.
+    # How texts are read (the single path's LongTexts): every shard reads them alike.
     long_text: str = TRUNCATE
     max_windows: int | None = None
 
@@ -177,7 +177,7 @@ def make_job(
     shard_records: int,
     chunk_size: int,
     done: Done | None = None,
-    how: Reading = TRUNCATING,
+    how: LongTexts = TRUNCATING,
 ) -> Job:
     # Shards start at chunk boundaries: every record then meets the same batch-mates as in the
     # single path (the same padded shapes, so the same float sums to the last bit). Records done
@@ -361,7 +361,7 @@ def shard(
     progress, kinds = Progress(), Counter[str]()
     with staged_file("part-") as path:
         with open(path, "wb") as out:
-            how = Reading(job.long_text, job.max_windows)
+            how = LongTexts(job.long_text, job.max_windows)
             classify_into(out, items, classifier, progress, kinds, job.chunk_size, None, how)
         if progress.records != item["records"]:
             raise ShardMismatch(

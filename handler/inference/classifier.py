@@ -190,6 +190,10 @@ class Classifier:
         self.num_labels = len(self.id2label)
         self._batch = 1 if config.batching == "per_text" else max(1, config.max_batch_size)
         self._windows_tok: Any = None
+        # A config.json whose windows the model cannot hold is refused at load, not per request.
+        config.long_text.fit(config.max_length).check(
+            config.max_length, tokenizer.num_special_tokens
+        )
 
     @classmethod
     def from_dir(cls, path: Path | str, threads: int = 1) -> Classifier:
@@ -246,8 +250,7 @@ class Classifier:
         text is cut, and its answer flagged truncated)."""
         check_mode(long_text)
         if long_text == TRUNCATE or not any(e.truncated for e in encoded):
-            spans = [(i, i + 1, False) for i in range(len(encoded))]
-            return Reading(list(encoded), spans)
+            return Reading(list(encoded))  # one row per text: run_reading needs no spans
         rows: list[Encoded] = []
         spans = []
         for text, enc in zip(texts, encoded, strict=True):
@@ -262,9 +265,10 @@ class Classifier:
         return Reading(rows, spans, windowed=True)
 
     def _window_tokenizer(self) -> Any:
+        """Made on the first text read in windows: a clone costs a serialisation round trip,
+        which no cold start of a function serving only `truncate` should pay."""
         if self._windows_tok is None:
             policy = self.config.long_text.fit(self.config.max_length)
-            policy.check(self.config.max_length, self.tokenizer.num_special_tokens)
             self._windows_tok = self.tokenizer.clone((policy.window, policy.overlap))
         return self._windows_tok
 
@@ -354,7 +358,7 @@ class Classifier:
         for i, r in enumerate(results):
             if r.window_logits is not None:  # the windows' scores, combined
                 each = self.scores_from_logits(r.window_logits, function_to_apply)
-                scores[i] = combine(each, r.window_tokens, self.config.long_text.aggregation)
+                scores[i] = combine(each, r.window_tokens, aggregation)
         return scores
 
     def scores_from_logits(

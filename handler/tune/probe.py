@@ -87,12 +87,12 @@ def main(argv: list[str]) -> int:
         out["latencies_ms"] = latencies
     else:
         from handler.batch.formats import Record
-        from handler.batch.job import Reading, classify_chunk
+        from handler.batch.job import LongTexts, classify_chunk
 
         records = [Record(i + 1, text=t) for i, t in enumerate(texts * repeats)]
         size = fn.settings.batch_chunk_size
         classifier = fn.model.classifier
-        how = Reading(fn.settings.long_text, fn.settings.max_windows_per_text)
+        how = LongTexts(fn.settings.long_text, fn.settings.max_windows_per_text)
         classify_chunk(classifier, records[:size], None, how)  # warm, as the first object would
         start = time.perf_counter()
         for i in range(0, len(records), size):

@@ -12,7 +12,7 @@ import pytest
 
 from handler.batch import shards
 from handler.batch.formats import detect
-from handler.batch.job import Destination, Reading
+from handler.batch.job import Destination, LongTexts
 from handler.batch.refs import ObjectRef
 from tests.adapters.conftest import INPUT, OUTPUT, Batch, s3_event
 
@@ -90,7 +90,7 @@ def test_the_distributed_path_reads_every_shard_the_same_way(batch: Batch) -> No
     head = batch.client.head_object(Bucket=INPUT, Key=key)
     pinned = ObjectRef(INPUT, key, None, head["ETag"].strip('"'), head["ContentLength"])
     fmt, gz = detect(key)
-    how = Reading("windows", fn.settings.max_windows_per_text)
+    how = LongTexts("windows", fn.settings.max_windows_per_text)
     job = shards.make_job(
         pinned,
         fmt,

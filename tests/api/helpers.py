@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from handler.config import Settings
 from handler.function import Function, make_lambda_handler
 from handler.local.context import LocalContext
@@ -47,3 +49,16 @@ def call(handler: Any, event: dict[str, Any]) -> tuple[int, Any, dict[str, str]]
     if response.get("isBase64Encoded"):
         body = base64.b64decode(body).decode()
     return response["statusCode"], json.loads(body), response.get("headers", {})
+
+
+def same_as_pipeline(ours: Any, theirs: Any) -> None:
+    """An answer equals transformers' pipeline's: the same nesting, the same keys and labels in
+    the same order, scores within 1e-4."""
+    if isinstance(theirs, list):
+        assert isinstance(ours, list) and len(ours) == len(theirs)
+        for a, b in zip(ours, theirs, strict=True):
+            same_as_pipeline(a, b)
+    else:
+        assert isinstance(ours, dict) and set(ours) == set(theirs) == {"label", "score"}
+        assert ours["label"] == theirs["label"]
+        assert ours["score"] == pytest.approx(theirs["score"], abs=1e-4)

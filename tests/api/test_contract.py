@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from handler.compiler.pipeline import BuildOptions, build
-from tests.api.helpers import call, http_event, make_handler
+from tests.api.helpers import call, http_event, make_handler, same_as_pipeline
 
 pytestmark = [
     pytest.mark.slow,
@@ -53,17 +53,6 @@ def handler(standin_dir: Path, standin_data: Path, tmp_path_factory: pytest.Temp
     return make_handler(out)
 
 
-def _same(ours: Any, theirs: Any) -> None:
-    if isinstance(theirs, list):
-        assert isinstance(ours, list) and len(ours) == len(theirs)
-        for a, b in zip(ours, theirs, strict=True):
-            _same(a, b)
-    else:
-        assert set(ours) == set(theirs) == {"label", "score"}
-        assert ours["label"] == theirs["label"]
-        assert ours["score"] == pytest.approx(theirs["score"], abs=1e-4)
-
-
 @pytest.mark.parametrize(("inputs", "params"), CALLS)
 def test_http_answer_equals_pipeline(
     handler: Any, pipe: Any, inputs: Any, params: dict[str, Any]
@@ -73,4 +62,4 @@ def test_http_answer_equals_pipeline(
         body["parameters"] = params
     status, ours, _ = call(handler, http_event(body))
     assert status == 200
-    _same(ours, pipe(inputs, **params))
+    same_as_pipeline(ours, pipe(inputs, **params))

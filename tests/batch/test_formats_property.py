@@ -111,21 +111,24 @@ LINE = st.one_of(
     final_newline=st.booleans(),
     per=st.integers(1, 8),
     block=st.integers(1, 64),
+    skip=st.one_of(st.just(0), st.integers(0, 35)),
     fmt=st.sampled_from([".jsonl", ".txt"]),
 )
 def test_byte_ranges_at_newlines_read_as_the_whole_object(
-    lines: list[bytes], final_newline: bool, per: int, block: int, fmt: str
+    lines: list[bytes], final_newline: bool, per: int, block: int, skip: int, fmt: str
 ) -> None:
     """The distributed path's shards of a line-per-record object: each byte range, read with
     its first record number (and the BOM rule of the object's start), gives exactly the records
-    the whole object gives there, with the same numbers: none lost, none doubled."""
+    the whole object gives there, with the same numbers: none lost, none doubled. After a time
+    hand-off the ranges start after the `skip` records already written, and give the rest."""
     from handler.batch.formats import line_ranges
 
     data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
     # An archive or UTF-16/32 text is not cut into ranges: the plan reads it whole.
     assume(container_fault(data[:512]) is None and wide_encoding(data) is None)
-    ranges, total = line_ranges(io.BytesIO(data), per, block=block)
     whole = list(Reader(io.BytesIO(data), fmt, False))
+    skip = min(skip, len(whole))
+    ranges, total = line_ranges(io.BytesIO(data), per, block=block, skip=skip)
     assert total == len(whole)
     assert all(count == per for _, count, _, _ in ranges[:-1])
     pieces = []
@@ -133,36 +136,5 @@ def test_byte_ranges_at_newlines_read_as_the_whole_object(
         piece = list(Reader(io.BytesIO(data[start:end]), fmt, False, first, strip_bom=start == 0))
         assert len(piece) == count
         pieces += piece
-    assert pieces == whole
-    assert [r[2] for r in ranges[1:]] == [r[3] for r in ranges[:-1]]  # contiguous, no gaps
-
-
-@SETTINGS
-@given(
-    lines=st.lists(LINE, max_size=30),
-    final_newline=st.booleans(),
-    per=st.integers(1, 8),
-    block=st.integers(1, 64),
-    skip=st.integers(0, 35),
-    fmt=st.sampled_from([".jsonl", ".txt"]),
-)
-def test_ranges_after_the_records_done_read_as_the_rest_of_the_object(
-    lines: list[bytes], final_newline: bool, per: int, block: int, skip: int, fmt: str
-) -> None:
-    """A time hand-off continues after the records the single invocation wrote: the ranges from
-    record skip + 1 on give exactly the whole object's records from there, none lost, none
-    doubled, numbered as the single path numbers them."""
-    from handler.batch.formats import line_ranges
-
-    data = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
-    assume(container_fault(data[:512]) is None and wide_encoding(data) is None)
-    whole = list(Reader(io.BytesIO(data), fmt, False))
-    skip = min(skip, len(whole))
-    ranges, total = line_ranges(io.BytesIO(data), per, block=block, skip=skip)
-    assert total == len(whole)
-    pieces = []
-    for first, count, start, end in ranges:
-        piece = list(Reader(io.BytesIO(data[start:end]), fmt, False, first, strip_bom=start == 0))
-        assert len(piece) == count
-        pieces += piece
     assert pieces == whole[skip:]
+    assert [r[2] for r in ranges[1:]] == [r[3] for r in ranges[:-1]]  # contiguous, no gaps

@@ -125,3 +125,27 @@ def test_token_weighted_combination_by_hand() -> None:
     np.testing.assert_allclose(combine(scores, [30, 10], "token_weighted"), [0.725, 0.275])
     assert Windows(128, 32).fit(64) == Windows(64, 16)
     assert Windows(128, 0).fit(64) == Windows(64, 0)
+
+
+@pytest.mark.parametrize(
+    ("policy", "says"),
+    [
+        ({"window": 128, "overlap": 0, "aggregation": "median"}, "aggregation"),
+        ({"window": 2, "overlap": 0, "aggregation": "mean"}, "special tokens"),
+        ({"window": 32, "overlap": 30, "aggregation": "mean"}, "overlap"),
+    ],
+)
+def test_windows_a_model_cannot_hold_are_refused_at_load(
+    tiny_model: Path, tmp_path: Path, policy: dict[str, object], says: str
+) -> None:
+    import json
+    import shutil
+
+    from handler.errors import ArtifactError
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "long_text": policy}))
+    with pytest.raises(ArtifactError, match=says):
+        Classifier.from_dir(folder)
