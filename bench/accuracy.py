@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import EVAL_A, EVAL_B, STANDIN  # noqa: E402
 from bench.inference import baseline_graph  # noqa: E402
 from bench.ood import debian_descriptions  # noqa: E402
-from handler.compiler import agreement, on_target, per_token, quantize  # noqa: E402
+from handler.compiler import agreement, on_target, per_token, targets  # noqa: E402
 from handler.compiler.pipeline import BuildOptions, build  # noqa: E402
 from handler.evaluate import read_labelled, read_texts  # noqa: E402
 from handler.inference import Classifier  # noqa: E402
@@ -103,7 +103,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ood = read_texts(Path(args.ood)) if args.ood else debian_descriptions()
-    saturates = quantize.host_saturates()
+    saturates = targets.host_saturates()
     rows: list[dict[str, Any]] = []
     ref = gold = ood_ref = None
     for target, fidelity in chosen:
@@ -122,7 +122,7 @@ def main() -> int:
         if emulator is not None:  # arm64 on x86: the target's arithmetic, as the build's gate
             lg = emulator.scores(folder, texts, "none")
             measured_as = f"on an emulated {on_target.CPU} (qemu-aarch64)"
-        elif recipe in per_token.RECIPES and saturates and not per_token.RECIPES[recipe].avx2_safe:
+        elif recipe in targets.RECIPES and saturates and not targets.RECIPES[recipe].avx2_safe:
             with tempfile.TemporaryDirectory() as tmp:
                 twin = Path(tmp) / "twin.onnx"
                 per_token.exact_twin_file(folder / "model.onnx", twin)

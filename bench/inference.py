@@ -11,7 +11,7 @@ Baseline: the previous recipe, a per-tensor dynamic int8 graph of the same model
 `session.run`. Candidates: the default per-token artifact through `Classifier.predict`
 (tokenisation and postprocessing included), raw `session.run` of that artifact on the same
 length-sorted micro-batches, and (to attribute the gain) the same build with its last layer on
-every token (handler/compiler/rows.py switched off). One thread; rounds interleave the paths so
+every token (handler/compiler/read_token.py switched off). One thread; rounds interleave the paths so
 the machine's drift hits all alike; ratios are what to read, never absolute figures across runs.
 """
 
@@ -53,7 +53,7 @@ from bench.common import (  # noqa: E402
     timed,
     timed_pair,
 )
-from handler.compiler import quantize, rows  # noqa: E402
+from handler.compiler import baseline, fusion, read_token, saving, targets  # noqa: E402
 from handler.compiler.gate import Gate  # noqa: E402
 from handler.compiler.pipeline import BuildOptions, build  # noqa: E402
 from handler.inference import Classifier  # noqa: E402
@@ -66,9 +66,9 @@ def baseline_graph(source: Path, out: Path) -> Path:
     if not graph.is_file():
         config = json.loads((source / "config.json").read_text())
         fused, raw = out / "fused-sln.onnx", out / "per-tensor.raw.onnx"
-        quantize.fuse_transformer(source / "onnx" / "model.onnx", fused, config, True)
-        quantize.quantize_per_tensor(fused, raw, reduce_range=True)
-        quantize.optimize_offline(raw, graph)
+        fusion.fuse_transformer(source / "onnx" / "model.onnx", fused, config, True)
+        baseline.quantize_per_tensor(fused, raw, reduce_range=True)
+        saving.optimize_offline(raw, graph)
     return graph
 
 
@@ -88,7 +88,7 @@ def measure(
         build(BuildOptions(model=str(source), out=artifact, eval_path=EVAL_A, gate=gate))
     whole = out / "per-token-whole-last-layer"
     if not (whole / "manifest.json").is_file():
-        with mock.patch.object(rows, "prune_rows", _keep_whole):
+        with mock.patch.object(read_token, "prune_rows", _keep_whole):
             build(BuildOptions(model=str(source), out=whole, eval_path=EVAL_A, gate=gate))
     clf = Classifier.from_dir(artifact, threads=1)
     whole_clf = Classifier.from_dir(whole, threads=1)
@@ -406,7 +406,7 @@ def main() -> int:
         help="this checkout's compiler against git revision REV's (both artifacts served by "
         "this runtime), stand-in and DistilBERT-base size, 1 thread",
     )
-    parser.add_argument("--target", default=quantize.DEFAULT_TARGET, help="--against: target")
+    parser.add_argument("--target", default=targets.DEFAULT_TARGET, help="--against: target")
     parser.add_argument("--fidelity", default="balanced", help="--against: this side's --fidelity")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()

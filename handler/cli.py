@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from handler.cli_args import Parser, Shown, existing_file, positive_int, target_name
 from handler.errors import ArtifactError, ClassifierError
 
 # Where results go: the process's stdout, captured before main() points sys.stdout at stderr
@@ -39,14 +40,14 @@ def _model_dir(args: argparse.Namespace) -> Path:
     else:
         folder, origin = default_model_dir()
     if not (folder / RUNTIME_CONFIG).is_file():
-        raise ArtifactError(missing_model_message(folder, origin))
+        raise ArtifactError(missing_model_message(folder, origin, model_option=True))
     return folder
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     from handler.compiler import gate
     from handler.compiler.agreement import AgreementGate
-    from handler.compiler.pipeline import BuildOptions, build
+    from handler.compiler.pipeline import BuildOptions, build, summary
 
     manifest = build(
         BuildOptions(
@@ -54,11 +55,11 @@ def cmd_build(args: argparse.Namespace) -> int:
             revision=args.revision,
             target=args.target,
             out=Path(args.out),
-            eval_path=Path(args.eval) if args.eval else None,
+            eval_path=args.eval,
             threads=args.threads,
             verify_on=args.verify_on,
             fidelity=args.fidelity,
-            agreement_text=Path(args.agreement_text) if args.agreement_text else None,
+            agreement_text=args.agreement_text,
             agreement_gate=AgreementGate(
                 min_agreement=args.min_unlabelled_agreement,
                 max_p99_score_diff=args.max_unlabelled_p99,
@@ -70,38 +71,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             ),
         )
     )
-    v = manifest["verification"]
-    figures = (
-        ("reference_mae", "candidate_mae", "mean_score_diff", "max_score_diff")
-        if v.get("task") == "regression"
-        else ("reference_accuracy", "candidate_accuracy", "accuracy_drop_points", "agreement")
-    )
-    _print(
-        {
-            "out": str(Path(args.out).resolve()),
-            "target": manifest["target"]["name"],
-            "task": v.get("task"),
-            **{name: v[name] for name in figures},
-            "n": v["n"],
-            "recipe": manifest["quantization"].get("recipe", "fp32"),
-            "chosen_on": {"n": v["selection"]["n"], "rule": v["selection"]["rule"]},
-            "batch_invariance": {
-                k: v["batch_invariance"][k]
-                for k in ("max_score_diff", "label_flips", "batch_sizes")
-            },
-            "unlabelled": {
-                k: v["unlabelled"][k]
-                for k in ("source", "n", "agreement", "flips", "score_diff")
-                if k in v["unlabelled"]
-            },
-            "figures_computed_on": {
-                "cpu": v["computed_on"]["host"]["cpu"],
-                "arithmetic": v["computed_on"]["arithmetic"],
-                "describes_target": v["computed_on"]["describes_target"],
-            },
-            "model_bytes": manifest["sizes_bytes"]["artifact_model"],
-        }
-    )
+    _print(summary(manifest, args.out))
     return 0
 
 
@@ -115,6 +85,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from handler.errors import InvalidInput
     from handler.inference import LEGACY
 
+    if not args.texts and sys.stdin.isatty():  # nothing given and nothing piped: say so
+        sys.stderr.write(args.usage())
+        raise InvalidInput("no TEXT given: pass TEXT... or pipe texts on stdin, one per line")
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     top_k: Any = LEGACY
     if args.top_k is not None:
@@ -143,7 +116,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from handler.evaluate import evaluate, read_labelled, task_for
 
     clf = _classifier(args)
-    _print(evaluate(clf, read_labelled(Path(args.data), clf.id2label, task_for(clf))))
+    _print(evaluate(clf, read_labelled(args.data, clf.id2label, task_for(clf))))
     return 0
 
 
@@ -156,9 +129,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
+    from handler.errors import InvalidInput
     from handler.local.invoke import invoke_file
 
-    _print(invoke_file(Path(args.event), current_etag=args.current_etag))
+    try:
+        _print(invoke_file(args.event, current_etag=args.current_etag))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(
+            f"--event {args.event} is not a JSON event ({exc}); tests/events/ has examples"
+        ) from None
     return 0
 
 
@@ -185,7 +164,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise InvalidInput(f"--rounds must be 1 or more, got {args.rounds}")
     if not 0 < args.request_seconds <= 900:
         raise InvalidInput(f"--request-seconds must be in (0, 900], got {args.request_seconds}")
-    texts: list[Any] = read_texts(Path(args.data)) if args.data else list(REVIEWS)
+    texts: list[Any] = read_texts(args.data) if args.data else list(REVIEWS)
     model = Path(args.model) if args.measured else _model_dir(args)
     result = tune.run(
         model,
@@ -193,7 +172,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         sizes,
         prices,
         args.p99_ms,
-        measured_file=Path(args.measured) if args.measured else None,
+        measured_file=args.measured,
         progress=lambda msg: print(f"tune: {msg}", file=sys.stderr, flush=True),
         rounds=args.rounds,
         request_seconds=args.request_seconds,
@@ -236,17 +215,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     from handler.compiler.fetch import DEFAULT_MODEL
+    from handler.compiler.targets import DEFAULT_FIDELITY, DEFAULT_TARGET, FIDELITY, TARGETS
 
-    p = argparse.ArgumentParser(prog="python -m handler", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog="python -m handler", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    shown = Shown
+    threads_help = "onnxruntime intra-op threads"
+    model_help = "built model folder (default: MODEL_DIR, else ./build/model)"
 
-    b = sub.add_parser("build", help="hub id or local folder -> verified int8 ONNX artifact")
+    b = sub.add_parser(
+        "build", help="hub id or local folder -> verified int8 ONNX artifact", formatter_class=shown
+    )
     b.add_argument("--model", default=DEFAULT_MODEL, help="hub model id or local folder")
     b.add_argument("--revision", help="hub branch, tag or commit to pin")
-    b.add_argument("--target", default="x86-avx2", help="x86-vnni | x86-avx2 | arm64 | none (fp32)")
+    b.add_argument(
+        "--target",
+        type=target_name,
+        default=DEFAULT_TARGET,
+        help="the CPU family the artifact is for: "
+        + "; ".join(f"{t.name}: {t.description}" for t in TARGETS.values()),
+    )
     b.add_argument("--out", default="build/model", help="output folder (replaced on success)")
-    b.add_argument("--eval", help="labelled TSV for the gate (default: SST-2 validation, hub)")
-    b.add_argument("--threads", type=int, default=1)
+    b.add_argument(
+        "--eval",
+        type=existing_file,
+        help="labelled TSV for the gate (default: SST-2 validation, from the hub)",
+    )
+    b.add_argument("--threads", type=positive_int, default=1, help=threads_help)
     b.add_argument("--max-accuracy-drop", type=float, default=0.5, help="points")
     b.add_argument(
         "--min-agreement",
@@ -261,6 +256,7 @@ def parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--agreement-text",
+        type=existing_file,
         help="unlabelled text, one per line, for agreement with fp32 off the labelled set's "
         "domain (default: Python standard library docstrings, made at build time)",
     )
@@ -284,11 +280,12 @@ def parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--fidelity",
-        choices=["balanced", "high"],
-        default="balanced",
-        help="balanced (default): calibrated int8 at the previous recipe's speed; high: also keep "
-        "LayerNorm outputs' outlier channels in fp32, ~15%% fewer label flips on out-of-domain "
-        "text for 15-19%% of throughput (docs/building.md, Fidelity)",
+        choices=list(FIDELITY),
+        default=DEFAULT_FIDELITY,
+        help="how closely int8 follows fp32, against speed: balanced, calibrated int8 at the "
+        "previous recipe's speed; high, also LayerNorm outputs' outlier channels in fp32, ~15%% "
+        "fewer label flips on out-of-domain text for 15-19%% of throughput (docs/building.md, "
+        "Fidelity levels)",
     )
     b.set_defaults(func=cmd_build)
 
@@ -297,16 +294,16 @@ def parser() -> argparse.ArgumentParser:
         ("eval", cmd_eval, "accuracy of a built model on a labelled TSV"),
         ("verify", cmd_verify, "check a built model's files against its manifest"),
     ):
-        c = sub.add_parser(name, help=helptext)
-        c.add_argument(
-            "--model", help="built model folder (default: MODEL_DIR, else ./build/model)"
-        )
-        c.add_argument("--threads", type=int, default=1)
-        c.set_defaults(func=func)
+        c = sub.add_parser(name, help=helptext, formatter_class=shown)
+        c.add_argument("--model", help=model_help)
+        c.add_argument("--threads", type=positive_int, default=1, help=threads_help)
+        c.set_defaults(func=func, usage=c.format_usage)
         if name == "classify":
-            c.add_argument("texts", nargs="*")
-            c.add_argument("--top-k", help="an integer, or 'all'")
-            c.add_argument("--function", help="softmax | sigmoid | none")
+            c.add_argument("texts", nargs="*", metavar="TEXT", help="texts (none: stdin lines)")
+            c.add_argument("--top-k", help="an integer, or 'all' (default: the top label only)")
+            c.add_argument(
+                "--function", help="softmax | sigmoid | none (default: the model's task's)"
+            )
             c.add_argument("--text-pair", help="the pair of the one TEXT (NLI, paraphrase)")
             c.add_argument(
                 "--pairs",
@@ -321,10 +318,21 @@ def parser() -> argparse.ArgumentParser:
                 "read whole in windows whose scores are averaged",
             )
         if name == "eval":
-            c.add_argument("--data", required=True, help="text<TAB>label file")
+            c.add_argument("--data", type=existing_file, required=True, help="text<TAB>label file")
 
-    i = sub.add_parser("invoke", help="run lambda_handler on an event file (like sam local invoke)")
-    i.add_argument("--event", required=True)
+    i = sub.add_parser(
+        "invoke",
+        help="run lambda_handler on an event file (like sam local invoke)",
+        formatter_class=shown,
+        epilog="The model comes from MODEL_DIR (default ./build/model), as in Lambda.",
+    )
+    i.add_argument(
+        "--event",
+        type=existing_file,
+        required=True,
+        help="an event as JSON (API Gateway, ALB, Function URL, S3, SQS, SNS, EventBridge: "
+        "tests/events/ has one of each)",
+    )
     i.add_argument(
         "--current-etag",
         action="store_true",
@@ -334,28 +342,42 @@ def parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_invoke)
 
     t = sub.add_parser(
-        "tune", help="latency, throughput and cost per million texts at each memory size"
+        "tune",
+        help="latency, throughput and cost per million texts at each memory size",
+        formatter_class=shown,
     )
-    t.add_argument("--model", help="built model folder (default: MODEL_DIR, else ./build/model)")
-    t.add_argument("--data", help="texts, one per line (default: a built-in sample of reviews)")
-    t.add_argument("--arch", choices=["x86_64", "arm64"], default="x86_64")
-    t.add_argument("--sizes", default=",".join(map(str, DEFAULT_TUNE_SIZES)), help="MB, commas")
+    t.add_argument("--model", help=model_help)
+    t.add_argument(
+        "--data",
+        type=existing_file,
+        help="texts, one per line (default: a built-in sample of reviews)",
+    )
+    t.add_argument(
+        "--arch",
+        choices=["x86_64", "arm64"],
+        default="x86_64",
+        help="the Lambda architecture whose prices are used",
+    )
+    t.add_argument(
+        "--sizes", default=",".join(map(str, DEFAULT_TUNE_SIZES)), help="memory sizes, MB, commas"
+    )
     t.add_argument("--p99-ms", type=float, default=100.0, help="the API's one-text p99 target (ms)")
     t.add_argument("--price-gb-s", type=float, help="USD per GB-second (default: published)")
-    t.add_argument("--price-request", type=float, help="USD per million requests")
+    t.add_argument(
+        "--price-request", type=float, help="USD per million requests (default: published)"
+    )
     t.add_argument(
         "--measured",
+        type=existing_file,
         help="figures from an earlier `tune --json` (e.g. run on arm64): costs only, no timing",
     )
-    t.add_argument(
-        "--rounds", type=int, default=3, help="each size once per round; medians (default 3)"
-    )
+    t.add_argument("--rounds", type=int, default=3, help="each size once per round; medians")
     t.add_argument(
         "--request-seconds",
         type=float,
         default=10.0,
         help="the time a request's whole token budget may take: sets the MAX_REQUEST_TOKENS "
-        "recommended per size (default 10)",
+        "recommended per size",
     )
     t.add_argument(
         "--long-text",
@@ -366,9 +388,14 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print the figures as JSON")
     t.set_defaults(func=cmd_tune)
 
-    s = sub.add_parser("serve", help="the API on http://127.0.0.1:8000 (uvicorn)")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s = sub.add_parser(
+        "serve",
+        help="the API on http://127.0.0.1:8000 (uvicorn)",
+        formatter_class=shown,
+        epilog="The model comes from MODEL_DIR (default ./build/model), as in Lambda.",
+    )
+    s.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    s.add_argument("--port", type=int, default=8000, help="the port to listen on")
     s.add_argument(
         "--through-lambda",
         action="store_true",
@@ -391,5 +418,8 @@ def main(argv: list[str] | None = None) -> int:
             code: int = args.func(args)
     except ClassifierError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as exc:  # a file given is not text (e.g. --data model.onnx)
+        print(f"error: a file given is not UTF-8 text: {exc}", file=sys.stderr)
         return 2
     return code

@@ -105,10 +105,13 @@ def default_model_dir(env: Mapping[str, str] | None = None) -> tuple[Path, str]:
     return Path(LOCAL_MODEL_DIR), f"./{LOCAL_MODEL_DIR} (MODEL_DIR unset, not on Lambda)"
 
 
-def missing_model_message(folder: Path, origin: str) -> str:
+def missing_model_message(folder: Path, origin: str, model_option: bool = False) -> str:
+    """Where no model was found, and how to get one; `--model` is named only where the command
+    has that option (build's outputs go to MODEL_DIR for invoke, serve and Lambda)."""
+    point = "point MODEL_DIR (or --model)" if model_option else "point MODEL_DIR"
     return (
         f"no built model at {folder.absolute()} ({origin}). Build one with `{BUILD_COMMAND}`, "
-        "or point MODEL_DIR (or --model) at a built model folder."
+        f"or {point} at a built model folder."
     )
 
 

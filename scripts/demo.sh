@@ -17,7 +17,8 @@ OUT="${OUT:-build/model}"
 args=(build --model "$MODEL" --out "$OUT" --target "${TARGET:-x86-avx2}")
 if [ -n "${EVAL:-}" ]; then args+=(--eval "$EVAL"); fi
 echo "== build: $MODEL -> $OUT (fetch, fuse, quantise, verify against fp32: about a minute for the stand-in)"
-"$PY" -m handler "${args[@]}"
+# The build's hints name its options; here they are this script's variables.
+"$PY" -m handler "${args[@]}" 2> >(sed -u 's/--model PATH/MODEL=PATH/; s/pass --eval FILE/set EVAL=FILE/' >&2)
 echo "== verify: $OUT's files against its manifest"
 "$PY" -m handler verify --model "$OUT"
 

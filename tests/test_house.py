@@ -34,7 +34,7 @@ def imports(tree: ast.Module) -> set[str]:
 def test_the_runtime_never_imports_the_tools() -> None:
     """Only the CLI (lazily, inside commands) and the tools themselves reach the tools."""
     for name, tree in modules().items():
-        if name.startswith(TOOLS) or name == "handler.cli":
+        if name.startswith(TOOLS) or name in ("handler.cli", "handler.cli_args"):
             continue
         reached = {i for i in imports(tree) if i.startswith(TOOLS)}
         assert not reached, f"{name} imports {sorted(reached)}"
@@ -76,3 +76,102 @@ def test_batch_output_is_staged_in_one_place() -> None:
         and any(isinstance(n, ast.Attribute) and n.attr == "mkstemp" for n in ast.walk(tree))
     ]
     assert users == ["handler.batch.job"]
+
+
+COMPILER_MAX_LINES = 400  # one concept per file (docs/architecture.md, "The tools")
+PACKAGE_MAX_LINES = 450
+
+
+def test_no_module_is_a_grab_bag() -> None:
+    too_long = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        lines = len(path.read_text().splitlines())
+        compiler = path.parent.name == "compiler"
+        if lines > (COMPILER_MAX_LINES if compiler else PACKAGE_MAX_LINES):
+            too_long[str(path.relative_to(ROOT))] = lines
+    assert not too_long, f"split these modules: {too_long}"
+
+
+def _indexes_a_graph(tree: ast.Module) -> list[int]:
+    """Lines that build a producer map ({out: node for ... in node.output}) or a reader map
+    (a loop over a node's inputs that appends the node): the graph index's job."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.DictComp) and any(
+            isinstance(gen.iter, ast.Attribute) and gen.iter.attr == "output"
+            for gen in node.generators
+        ):
+            found.append(node.lineno)
+        if (
+            isinstance(node, ast.For)
+            and isinstance(node.iter, ast.Attribute)
+            and node.iter.attr == "input"
+            and isinstance(node.iter.value, ast.Name)
+        ):
+            owner = node.iter.value.id
+            for call in ast.walk(node):
+                if (
+                    isinstance(call, ast.Call)
+                    and isinstance(call.func, ast.Attribute)
+                    and call.func.attr == "append"
+                    and isinstance(call.func.value, ast.Subscript)
+                    and any(isinstance(a, ast.Name) and a.id == owner for a in call.args)
+                ):
+                    found.append(node.lineno)
+    return found
+
+
+def test_the_graph_is_indexed_in_one_place() -> None:
+    """Every compiler pass asks handler/compiler/graph.py's GraphIndex who produces and who
+    reads a tensor; five private copies of that index had drifted apart."""
+    copies = {
+        name: lines
+        for name, tree in modules().items()
+        if name != "handler.compiler.graph" and (lines := _indexes_a_graph(tree))
+    }
+    assert not copies, f"use handler.compiler.graph.GraphIndex instead: {copies}"
+    assert _indexes_a_graph(modules()["handler.compiler.graph"]), "the rule finds nothing"
+
+
+def test_op_families_are_named_once() -> None:
+    """Which ops are LayerNorms, GELUs or row-wise is handler/compiler/graph.py's to say."""
+    sets: dict[str, list[int]] = {}
+    for name, tree in modules().items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Set) and any(
+                isinstance(e, ast.Constant) and e.value in ("LayerNormalization", "Gelu", "Erf")
+                for e in node.elts
+            ):
+                sets.setdefault(name, []).append(node.lineno)
+    assert set(sets) == {"handler.compiler.graph"}, sets
+
+
+def test_targets_recipes_and_fidelity_live_in_one_module() -> None:
+    """The CLI, the pipeline and the benches take targets, recipes and fidelity levels (their
+    names, defaults and choices) from handler/compiler/targets.py; none spells one out."""
+    from handler.compiler import targets
+
+    tables = ("TARGETS", "ALIASES", "RECIPES", "FIDELITY", "DEFAULT_TARGET", "DEFAULT_FIDELITY")
+    defined = {
+        t.id
+        for node in modules()["handler.compiler.targets"].body
+        if isinstance(node, ast.Assign | ast.AnnAssign)
+        for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(t, ast.Name)
+    }
+    assert set(tables) <= defined
+    # The names no other module has a reason to spell ("arm64", "none" are words of their own).
+    names = {n for n in targets.TARGETS if n.startswith("x86")} | set(targets.FIDELITY)
+    names |= set(targets.RECIPES)
+    spelled: dict[str, set[str]] = {}
+    for name, tree in modules().items():
+        if name == "handler.compiler.targets" or not name.startswith(("handler.cli", *TOOLS)):
+            continue
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and node.value in names
+            ):
+                spelled.setdefault(name, set()).add(node.value)
+    assert not spelled, f"take these from handler.compiler.targets: {spelled}"

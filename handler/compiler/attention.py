@@ -21,13 +21,14 @@ as the graph it came from on padded batches; otherwise the graph is kept as it w
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from handler.compiler.graph import GraphIndex, drop_unused_initializers, live
 
 log = logging.getLogger(__name__)
 
@@ -46,37 +47,8 @@ class _Core:
     end: Any  # the Reshape that merges the heads: the MultiHeadAttention takes its place
 
 
-class _Graph:
-    def __init__(self, model: Any) -> None:
-        from onnx import numpy_helper
-
-        self.producer = {o: n for n in model.graph.node for o in n.output}
-        self.consumers: dict[str, list[Any]] = defaultdict(list)
-        for n in model.graph.node:
-            for i in n.input:
-                self.consumers[i].append(n)
-        self.consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-        for n in model.graph.node:
-            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-                self.consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-
-    def op(self, name: str, *ops: str) -> Any:
-        node = self.producer.get(name)
-        return node if node is not None and node.op_type in ops else None
-
-    def attr(self, node: Any, name: str, default: Any = None) -> Any:
-        from onnx import helper
-
-        for a in node.attribute:
-            if a.name == name:
-                return helper.get_attribute_value(a)
-        return default
-
-    def scalar(self, name: str) -> float | None:
-        value = self.consts.get(name)
-        if value is None or value.size != 1 or value.dtype.kind != "f":
-            return None
-        return float(value.reshape(-1)[0])
+class _Cores(GraphIndex):
+    """The graph index with the attention core's matchers."""
 
     def strip_scale(self, name: str) -> tuple[str, float]:
         """Follow Mul/Div by scalar constants back; returns (tensor before them, their product)."""
@@ -130,10 +102,6 @@ class _Graph:
             ends.count(-1) <= 1
         )
 
-    def only_consumer(self, name: str, *ops: str) -> Any:
-        users = self.consumers.get(name, [])
-        return users[0] if len(users) == 1 and users[0].op_type in ops else None
-
     def unmasked(self, name: str) -> str:
         """The scores under a padding mask, whichever way the export applied it: added (scores +
         mask, either order) or filled (masked_fill: Where(cond, fill, scores) or Where(cond,
@@ -164,20 +132,20 @@ class _Graph:
         q = self.split_heads(qh, [0, 2, 1, 3], heads, head_size)
         k = self.split_heads(kh, [0, 2, 3, 1], heads, head_size)
         probs = softmax.output[0]
-        isnan = next((n for n in self.consumers.get(probs, []) if n.op_type == "IsNaN"), None)
+        isnan = next((n for n in self.readers.get(probs, []) if n.op_type == "IsNaN"), None)
         if isnan is not None:  # Where(IsNaN(P), 0, P): rows with every key masked
-            guard = self.only_consumer(isnan.output[0], "Where")
+            guard = self.only_reader(isnan.output[0], "Where")
             if guard is None or guard.input[2] != probs:
                 return None
             probs = guard.output[0]
-        pv = self.only_consumer(probs, "MatMul")
+        pv = self.only_reader(probs, "MatMul")
         if q is None or k is None or pv is None or pv.input[0] != probs:
             return None
         v = self.split_heads(pv.input[1], [0, 2, 1, 3], heads, head_size)
-        back = self.only_consumer(pv.output[0], "Transpose")
+        back = self.only_reader(pv.output[0], "Transpose")
         if v is None or back is None or list(self.attr(back, "perm", [])) != [0, 2, 1, 3]:
             return None
-        merge = self.only_consumer(back.output[0], "Reshape")
+        merge = self.only_reader(back.output[0], "Reshape")
         if merge is None or not self.reshape_tail_is(merge.input[1], [heads * head_size]):
             return None
         scale = q_scale * k_scale * s_scale
@@ -193,7 +161,7 @@ def fuse_model(model: Any, heads: int, hidden: int) -> int:
     graph = model.graph
     if not any(i.name == MASK_INPUT for i in graph.input):
         return 0  # no padding mask to rebuild: the export's own mask stays
-    g = _Graph(model)
+    g = _Cores.of(model)
     cores = []
     for node in graph.node:
         if node.op_type == "Softmax":
@@ -206,7 +174,7 @@ def fuse_model(model: Any, heads: int, hidden: int) -> int:
         helper.make_node("Cast", [MASK_INPUT], [MASK_I32], name=MASK_I32, to=TensorProto.INT32)
     ]
     by_end = {id(core.end): core for core in cores}
-    for node in graph.node:  # the rest of each core is left unused, and dropped by _live
+    for node in graph.node:  # the rest of each core is left unused, and dropped by live
         if id(node) in by_end:
             core = by_end[id(node)]
             new_nodes.append(
@@ -223,32 +191,11 @@ def fuse_model(model: Any, heads: int, hidden: int) -> int:
         else:
             new_nodes.append(node)
     del graph.node[:]
-    graph.node.extend(_live(new_nodes, {o.name for o in graph.output}))
+    graph.node.extend(live(new_nodes, {o.name for o in graph.output}))
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     drop_unused_initializers(graph)
     return len(cores)
-
-
-def drop_unused_initializers(graph: Any) -> None:
-    used = {i for n in graph.node for i in n.input}
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-
-
-def _live(nodes: list[Any], outputs: set[str]) -> list[Any]:
-    """Nodes that contribute to a graph output, in their order."""
-    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
-    alive: set[int] = set()
-    stack = [producer[o] for o in outputs if o in producer]
-    while stack:
-        i = stack.pop()
-        if i in alive:
-            continue
-        alive.add(i)
-        stack.extend(producer[x] for x in nodes[i].input if x in producer)
-    return [n for i, n in enumerate(nodes) if i in alive]
 
 
 def graph_logits(path: Path, feed: dict[str, np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 import handler
+from handler.compiler.targets import Target
 from handler.errors import BuildError
 from handler.inference.tokenizer import TextInput
 
@@ -125,8 +127,6 @@ def _cpus() -> list[int]:
 
 
 def host_is_arm64() -> bool:
-    import platform
-
     return platform.machine().lower() in ("aarch64", "arm64")
 
 
@@ -170,3 +170,70 @@ def _child(spec: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     _child(json.loads(sys.argv[1]))
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def computed_on(
+    target: Target,
+    quant: dict[str, Any],
+    saturates: bool,
+    emulator: Emulator | None = None,
+    no_emulator: str = "",
+) -> dict[str, Any]:
+    """Where the gate's figures were computed, and how far they describe the target's CPU."""
+    machine = platform.machine().lower()
+    host_arch = "arm64" if machine in ("aarch64", "arm64") else machine
+    host = {"arch": host_arch, "cpu": _cpu_model(), "u8s8_saturates": saturates}
+    if emulator is not None:
+        return {
+            "host": host,
+            "arithmetic": f"the target's: {CPU_DESCRIPTION}, running the shipped "
+            "artifact on the aarch64 builds of the runtime's onnxruntime, tokenizers and numpy",
+            "describes_target": True,
+            "target_cpu": emulator.describe(),
+            "parts": {
+                "report": "target",
+                "unlabelled": "target",
+                "batch_invariance": f"target: the first {INVARIANCE_TEXTS} report "
+                f"texts in padded batches of {' and '.join(map(str, INVARIANCE_SIZES))}",
+                "selection": "build host",
+                "throughput": "build host",
+            },
+            "note": "emulation gives the target's arithmetic, not its speed",
+        }
+    if target.name == "arm64" and host_arch != "arm64":
+        return {
+            "host": host,
+            "arithmetic": "build host (x86-64), not the target's",
+            "describes_target": False,
+            "note": "an arm64 artifact verified on an x86-64 host: the integer GEMMs are the "
+            "target's, but float kernels differ by ISA and per-token rounding amplifies them "
+            "(measured: 1 label of 120 held-out texts differed under qemu-aarch64). Not "
+            f"emulated here: {no_emulator or 'not asked for'}. Build on arm64 (Graviton), or "
+            "where qemu-aarch64 can run it, for the target's own figures.",
+        }
+    if "evaluated_as" in quant:
+        return {
+            "host": host,
+            "arithmetic": "exact twin (u8u8) on the build host: the integers a CPU without "
+            "saturation computes",
+            "describes_target": True,
+            "note": "float kernels around the GEMMs may differ from the target's in the last "
+            "bits (ISA-dependent)",
+        }
+    return {
+        "host": host,
+        "arithmetic": "native, on the build host",
+        "describes_target": True,
+        "note": "integer GEMMs give the same integers on every CPU of the target; float kernels "
+        "differ by ISA in the last bits, which can move a score near a rounding step",
+    }

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -22,34 +21,32 @@ from handler.compiler import (
     attention,
     calibrate,
     export,
+    fusion,
     gate,
     on_target,
     per_token,
     progress,
-    quantize,
-    rows,
+    read_token,
+    saving,
+    targets,
 )
-from handler.compiler.fetch import DEFAULT_MODEL, SnapshotDownload, Source, fetch
+from handler.compiler.fetch import DEFAULT_MODEL, SnapshotDownload, fetch
+from handler.compiler.inputs import load_eval, model_config
 from handler.errors import BuildError
-from handler.evaluate import Labelled, read_labelled, read_texts
+from handler.evaluate import read_texts
 from handler.inference.classifier import RUNTIME_CONFIG, Classifier, ModelConfig
-from handler.inference.postprocess import SINGLE_LABEL, task_of
+from handler.inference.postprocess import task_of
 from handler.inference.session import create_session
 from handler.inference.tokenizer import TextInput, TextTokenizer
 
 log = logging.getLogger(__name__)
-# Without --eval: the GLUE SST-2 validation split, the split the model card's accuracy is on,
-# at a pinned revision of the dataset repository (the same bytes for every build).
-DEFAULT_EVAL = ("nyu-mll/glue", "sst2/validation-00000-of-00001.parquet")
-DEFAULT_EVAL_REVISION = "4c50f6d2c71ecad30a90f5da22d5392673f3ab05"
-MAX_SANE_LENGTH = 1_000_000  # tokenizer_config's "no limit" is 1e30
 
 
 @dataclass(frozen=True)
 class BuildOptions:
     model: str = DEFAULT_MODEL
     revision: str | None = None
-    target: str = quantize.DEFAULT_TARGET
+    target: str = targets.DEFAULT_TARGET
     out: Path = Path("build/model")
     eval_path: Path | None = None
     threads: int = 1
@@ -60,199 +57,8 @@ class BuildOptions:
     # Where the gate scores an artifact for another CPU: "auto" (emulated when it can be),
     # "target" (emulated, or the build fails), "host" (this machine's kernels).
     verify_on: str = "auto"
-    # How closely int8 follows fp32 against speed: per_token.FIDELITY ("balanced", "high").
-    fidelity: str = per_token.DEFAULT_FIDELITY
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def computed_on(
-    target: quantize.Target,
-    quant: dict[str, Any],
-    saturates: bool,
-    emulator: on_target.Emulator | None = None,
-    no_emulator: str = "",
-) -> dict[str, Any]:
-    """Where the gate's figures were computed, and how far they describe the target's CPU."""
-    machine = platform.machine().lower()
-    host_arch = "arm64" if machine in ("aarch64", "arm64") else machine
-    host = {"arch": host_arch, "cpu": _cpu_model(), "u8s8_saturates": saturates}
-    if emulator is not None:
-        return {
-            "host": host,
-            "arithmetic": f"the target's: {on_target.CPU_DESCRIPTION}, running the shipped "
-            "artifact on the aarch64 builds of the runtime's onnxruntime, tokenizers and numpy",
-            "describes_target": True,
-            "target_cpu": emulator.describe(),
-            "parts": {
-                "report": "target",
-                "unlabelled": "target",
-                "batch_invariance": f"target: the first {on_target.INVARIANCE_TEXTS} report "
-                f"texts in padded batches of {' and '.join(map(str, on_target.INVARIANCE_SIZES))}",
-                "selection": "build host",
-                "throughput": "build host",
-            },
-            "note": "emulation gives the target's arithmetic, not its speed",
-        }
-    if target.name == "arm64" and host_arch != "arm64":
-        return {
-            "host": host,
-            "arithmetic": "build host (x86-64), not the target's",
-            "describes_target": False,
-            "note": "an arm64 artifact verified on an x86-64 host: the integer GEMMs are the "
-            "target's, but float kernels differ by ISA and per-token rounding amplifies them "
-            "(measured: 1 label of 120 held-out texts differed under qemu-aarch64). Not "
-            f"emulated here: {no_emulator or 'not asked for'}. Build on arm64 (Graviton), or "
-            "where qemu-aarch64 can run it, for the target's own figures.",
-        }
-    if "evaluated_as" in quant:
-        return {
-            "host": host,
-            "arithmetic": "exact twin (u8u8) on the build host: the integers a CPU without "
-            "saturation computes",
-            "describes_target": True,
-            "note": "float kernels around the GEMMs may differ from the target's in the last "
-            "bits (ISA-dependent)",
-        }
-    return {
-        "host": host,
-        "arithmetic": "native, on the build host",
-        "describes_target": True,
-        "note": "integer GEMMs give the same integers on every CPU of the target; float kernels "
-        "differ by ISA in the last bits, which can move a score near a rounding step",
-    }
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-# Models whose position ids start after the padding index (RoBERTa's embeddings): of
-# max_position_embeddings, pad_token_id + 1 are never a real token's position.
-POSITION_OFFSET_MODEL_TYPES = frozenset(
-    {
-        "roberta",
-        "xlm-roberta",
-        "xlm-roberta-xl",
-        "camembert",
-        "data2vec-text",
-        "longformer",
-        "ibert",
-        "roberta-prelayernorm",
-        "luke",
-        "markuplm",
-    }
-)
-
-
-def usable_max_length(
-    hf_config: dict[str, Any], tok_config: dict[str, Any]
-) -> tuple[int, dict[str, Any]]:
-    """The longest input the model takes, and where it came from: the tokenizer's
-    model_max_length when given, the positions the embeddings really have (max_position_embeddings
-    less RoBERTa-style models' padding offset), the smaller of the two."""
-    positions = hf_config.get("max_position_embeddings")
-    offset = 0
-    if hf_config.get("model_type") in POSITION_OFFSET_MODEL_TYPES:
-        offset = int(hf_config.get("pad_token_id", 1)) + 1
-    sources: dict[str, Any] = {
-        "model_max_length": tok_config.get("model_max_length"),
-        "max_position_embeddings": positions,
-        "position_offset": offset,
-    }
-    limits = []
-    raw = tok_config.get("model_max_length")
-    if isinstance(raw, int | float) and 0 < raw < MAX_SANE_LENGTH:
-        limits.append(int(raw))
-    if isinstance(positions, int | float) and 0 < positions < MAX_SANE_LENGTH:
-        limits.append(int(positions) - offset)
-    if not limits:
-        raise BuildError("neither tokenizer_config.json nor config.json gives a max length")
-    if min(limits) < 3:
-        raise BuildError(f"the usable max length is {min(limits)} tokens ({sources}): too short")
-    sources["usable"] = min(limits)
-    return min(limits), sources
-
-
-def model_config(source: Source) -> tuple[ModelConfig, dict[str, Any], dict[str, Any]]:
-    """The runtime's slice of config.json and tokenizer_config.json; config.json; where the max
-    length came from."""
-    hf_config = _read_json(source.folder / "config.json")
-    tok_config = _read_json(source.folder / "tokenizer_config.json")
-    id2label = hf_config.get("id2label")
-    if not id2label:
-        n = int(hf_config.get("num_labels", 2))
-        id2label = {str(i): f"LABEL_{i}" for i in range(n)}
-    max_length, length_from = usable_max_length(hf_config, tok_config)
-    tokenizer_file = source.folder / "tokenizer.json"
-    if not tokenizer_file.is_file():
-        raise BuildError(f"{source.model} has no tokenizer.json (a fast tokenizer is required)")
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tokenizer_file))
-    pad_token = tok_config.get("pad_token")
-    if isinstance(pad_token, dict):
-        pad_token = pad_token.get("content")
-    pad_id = tok.token_to_id(pad_token) if isinstance(pad_token, str) else None
-    if pad_id is None:
-        pad_id = int(hf_config.get("pad_token_id") or 0)
-    config = ModelConfig(
-        id2label={int(k): str(v) for k, v in id2label.items()},
-        problem_type=hf_config.get("problem_type"),
-        max_length=max_length,
-        pad_token_id=pad_id,
-    )
-    return config, hf_config, length_from
-
-
-def load_eval(
-    path: Path | None, id2label: dict[int, str], workdir: Path, task: str = SINGLE_LABEL
-) -> tuple[Labelled, str]:
-    if path is not None:
-        return read_labelled(path, id2label, task), str(path)
-    if task != SINGLE_LABEL:
-        raise BuildError(
-            f"no verification data for a {task} model: pass --eval FILE (text<TAB>target; "
-            "regression: a number, multi-label: labels separated by commas)"
-        )
-    from handler.compiler.hub import offline_reason
-
-    offline = offline_reason()
-    try:
-        import pyarrow.parquet as pq
-        from huggingface_hub import hf_hub_download
-
-        parquet = hf_hub_download(
-            DEFAULT_EVAL[0],
-            DEFAULT_EVAL[1],
-            repo_type="dataset",
-            revision=DEFAULT_EVAL_REVISION,
-            local_files_only=bool(offline),
-        )
-        table = pq.read_table(parquet).to_pydict()
-    except Exception as exc:  # any failure here means: no default data, ask for a file
-        why = f"{offline}; not in the local cache" if offline else f"{type(exc).__name__}: {exc}"
-        raise BuildError(
-            "no verification data: pass --eval FILE (text<TAB>label). The default, GLUE SST-2 "
-            f"validation from the hub, could not be read ({why})"
-        ) from exc
-    tsv = workdir / "sst2-validation.tsv"
-    tsv.write_text(
-        "".join(
-            f"{s.strip()}\t{lab}\n"
-            for s, lab in zip(table["sentence"], table["label"], strict=True)
-        )
-    )
-    repo, name = DEFAULT_EVAL
-    return read_labelled(tsv, id2label), f"hf://datasets/{repo}@{DEFAULT_EVAL_REVISION}/{name}"
+    # How closely int8 follows fp32 against speed: targets.FIDELITY ("balanced", "high").
+    fidelity: str = targets.DEFAULT_FIDELITY
 
 
 def _session_ms(path: Path, pre_optimized: bool, repeats: int = 3) -> float:
@@ -270,7 +76,7 @@ def _candidate(
     recipe_name: str,
     evaluate_exact: bool,
     calibration: Any = None,
-    refine: per_token.Refinements = per_token.REFINEMENTS,
+    refine: targets.Refinements = targets.REFINEMENTS,
 ) -> tuple[Path, Path, dict[str, Any]]:
     """(graph to ship, graph to evaluate, quantisation record) for one per-token recipe.
 
@@ -278,11 +84,11 @@ def _candidate(
     on the target's CPU is evaluated through its exact twin: the same integers as u8u8, which
     no CPU saturates; the shipped graph is the u8s8 one.
     """
-    recipe = per_token.RECIPES[recipe_name]
+    recipe = targets.RECIPES[recipe_name]
     raw = work / f"{recipe_name}.raw.onnx"
     quant = per_token.quantize_file(fused, raw, recipe, calibration, refine)
     shipped = work / f"{recipe_name}.onnx"
-    quantize.optimize_offline(raw, shipped)
+    saving.optimize_offline(raw, shipped)
     evaluated = shipped
     if evaluate_exact and not recipe.avx2_safe:
         evaluated = work / f"{recipe_name}.twin.onnx"
@@ -302,9 +108,9 @@ def _classifier(graph: Path, tokenizer: Path, config: ModelConfig, threads: int)
 def build(
     options: BuildOptions, snapshot_download: SnapshotDownload | None = None
 ) -> dict[str, Any]:
-    target = quantize.get_target(options.target)
-    if options.fidelity not in per_token.FIDELITY:
-        raise BuildError(f"fidelity must be one of {', '.join(per_token.FIDELITY)}")
+    target = targets.get_target(options.target)
+    if options.fidelity not in targets.FIDELITY:
+        raise BuildError(f"fidelity must be one of {', '.join(targets.FIDELITY)}")
     if options.verify_on not in on_target.MODES:
         raise BuildError(f"verify_on must be one of {', '.join(on_target.MODES)}")
     emulator, why = (
@@ -352,11 +158,11 @@ def build(
 
         stages.set_postfix_str("fuse")
         fused = work / "fused.onnx"
-        fusions = quantize.fuse_transformer(fp32, work / "fused-ln.onnx", hf_config)
+        fusions = fusion.fuse_transformer(fp32, work / "fused-ln.onnx", hf_config)
         heads = attention.fuse_attention(work / "fused-ln.onnx", work / "fused-mha.onnx", hf_config)
         if heads:
             fusions["MultiHeadAttention"] = heads
-        moved = rows.prune_rows(work / "fused-mha.onnx", fused, hf_config)
+        moved = read_token.prune_rows(work / "fused-mha.onnx", fused, hf_config)
         if moved:
             fusions["last_layer_on_selected_token"] = moved
         stages.update()
@@ -369,7 +175,7 @@ def build(
         tokenizer_file = stage / "tokenizer.json"
         tok.save(str(tokenizer_file))
         reference = _classifier(fp32, tokenizer_file, config, options.threads)
-        evaluate_exact = quantize.host_saturates()
+        evaluate_exact = targets.host_saturates()
 
         # Choose the recipe on the selection split only.
         candidates: dict[str, tuple[Path, Path, dict[str, Any]]] = {}
@@ -393,7 +199,7 @@ def build(
                 name,
                 evaluate_exact,
                 calibration,
-                per_token.FIDELITY[options.fidelity],
+                targets.FIDELITY[options.fidelity],
             )
             clf = _classifier(
                 candidates[name][1], tokenizer_file, replace(config, pre_optimized=True), 1
@@ -414,12 +220,12 @@ def build(
             shipped, evaluated, quant = candidates[chosen]
         else:
             stages.set_postfix_str("optimise fp32")
-            quantize.optimize_offline(fused, work / "fp32.onnx")
+            saving.optimize_offline(fused, work / "fp32.onnx")
             chosen, shipped, quant = "fp32", work / "fp32.onnx", {"method": "none"}
             evaluated = shipped
             stages.update()
         config = replace(config, pre_optimized=True)
-        graph_files = quantize.save_for_loading(shipped, stage / config.model_file)
+        graph_files = saving.save_for_loading(shipped, stage / config.model_file)
         (stage / RUNTIME_CONFIG).write_text(json.dumps(config.to_json(), indent=2) + "\n")
 
         # The gate's figures, on text the choice never saw.
@@ -486,7 +292,7 @@ def build(
         unlabelled_failed = agreement.failures(unlabelled, options.agreement_gate)
         report["unlabelled"] = unlabelled
         report["failed"] = report["failed"] + unlabelled_failed
-        report["computed_on"] = computed_on(target, quant, evaluate_exact, emulator, why)
+        report["computed_on"] = on_target.computed_on(target, quant, evaluate_exact, emulator, why)
         if not report["computed_on"]["describes_target"]:
             log.warning("%s", report["computed_on"]["note"])
         stages.set_postfix_str("write")
@@ -543,3 +349,36 @@ def build(
     stages.update()
     stages.close()
     return result
+
+
+def summary(manifest: dict[str, Any], out: Path | str) -> dict[str, Any]:
+    """What `python -m handler build` prints: the verification's figures from the manifest."""
+    v = manifest["verification"]
+    figures = (
+        ("reference_mae", "candidate_mae", "mean_score_diff", "max_score_diff")
+        if v.get("task") == "regression"
+        else ("reference_accuracy", "candidate_accuracy", "accuracy_drop_points", "agreement")
+    )
+    return {
+        "out": str(Path(out).resolve()),
+        "target": manifest["target"]["name"],
+        "task": v.get("task"),
+        **{name: v[name] for name in figures},
+        "n": v["n"],
+        "recipe": manifest["quantization"].get("recipe", "fp32"),
+        "chosen_on": {"n": v["selection"]["n"], "rule": v["selection"]["rule"]},
+        "batch_invariance": {
+            k: v["batch_invariance"][k] for k in ("max_score_diff", "label_flips", "batch_sizes")
+        },
+        "unlabelled": {
+            k: v["unlabelled"][k]
+            for k in ("source", "n", "agreement", "flips", "score_diff")
+            if k in v["unlabelled"]
+        },
+        "figures_computed_on": {
+            "cpu": v["computed_on"]["host"]["cpu"],
+            "arithmetic": v["computed_on"]["arithmetic"],
+            "describes_target": v["computed_on"]["describes_target"],
+        },
+        "model_bytes": manifest["sizes_bytes"]["artifact_model"],
+    }

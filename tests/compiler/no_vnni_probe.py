@@ -53,7 +53,7 @@ def integer_gemms(model_path: Path, inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    from handler.compiler.quantize import host_saturates
+    from handler.compiler.targets import host_saturates
     from handler.inference import Classifier
 
     model_dir, texts = Path(argv[0]), json.loads(argv[1])

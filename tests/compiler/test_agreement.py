@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from handler.compiler import agreement, pipeline, quantize
+from handler.compiler import agreement, on_target, targets
 from handler.compiler.pipeline import BuildOptions, build
 from handler.errors import GateFailed, InvalidInput
 from handler.evaluate import read_texts
@@ -142,6 +142,6 @@ def test_the_manifest_says_where_the_figures_come_from(
     describes: bool,
 ) -> None:
     monkeypatch.setattr(platform, "machine", lambda: machine)
-    got = pipeline.computed_on(quantize.get_target(target), quant, saturates=True)
+    got = on_target.computed_on(targets.get_target(target), quant, saturates=True)
     assert got["arithmetic"].startswith(arithmetic) and got["describes_target"] is describes
     assert got["host"]["u8s8_saturates"] is True and got["note"]

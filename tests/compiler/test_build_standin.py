@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from handler.compiler import per_token
-from handler.compiler import quantize as quantize_module
+from handler.compiler import per_token, targets
 from handler.compiler.pipeline import BuildOptions, build
 from handler.errors import ArtifactError, GateFailed
 from handler.evaluate import evaluate, read_labelled
@@ -49,13 +48,13 @@ def test_manifest_records_source_target_checksums_and_gate(standin_built: Path) 
     }
     assert manifest["files"]["model.onnx"]["bytes"] < 1_000_000
     assert manifest["fusions"]["MultiHeadAttention"] == 6  # one per layer
-    # The last layer after its keys and values, on token 0 only (handler/compiler/rows.py).
+    # The last layer after its keys and values, on token 0 only (handler/compiler/read_token.py).
     assert manifest["fusions"]["last_layer_on_selected_token"] == 10
     assert manifest["source"]["model_type"] == "distilbert"
     assert manifest["target"]["name"] == "x86-avx2"
     quant = manifest["quantization"]
     assert quant["method"] == "per_token" and quant["avx2_safe"] is True
-    assert quant["recipe"] in quantize_module.TARGETS["x86-avx2"].recipes
+    assert quant["recipe"] in targets.TARGETS["x86-avx2"].recipes
     # Calibrated on the selection split and docstrings the gate never reports on.
     refined = quant["refinements"]
     assert refined["calibration"]["texts"] > 1000 and refined["calibration"]["gemm_inputs"] == 24
@@ -81,7 +80,7 @@ def test_manifest_records_source_target_checksums_and_gate(standin_built: Path) 
     # Chosen on one part, reported on the other: the two parts are disjoint and cover the data.
     selection = v["selection"]
     assert selection["chosen"] == quant["recipe"]
-    assert set(selection["candidates"]) == set(quantize_module.TARGETS["x86-avx2"].recipes)
+    assert set(selection["candidates"]) == set(targets.TARGETS["x86-avx2"].recipes)
     assert 0 < selection["n"] < v["n"] and selection["n"] + v["n"] == 436
     assert v["failed"] == []
     assert v["agreement"] >= 0.985 and v["accuracy_drop_points"] <= 0.5
@@ -141,7 +140,7 @@ def test_every_target_builds_and_classifies(
     selection = manifest["verification"]["selection"]
     if target != "none":  # chosen on the selection split: the lowest mean score difference
         figures = selection["candidates"]
-        assert len(figures) == len(quantize_module.TARGETS[target].recipes) >= 2
+        assert len(figures) == len(targets.TARGETS[target].recipes) >= 2
         assert selection["chosen"] == min(figures, key=lambda n: figures[n]["mean_score_diff"])
         # The GELU is computed as the manifest says: its tanh approximation (FastGelu).
         import onnx

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from handler.compiler import pipeline
+from handler.compiler import inputs
 from handler.compiler.pipeline import BuildOptions, build
 from handler.errors import BuildError
 from tests import tiny
@@ -35,12 +35,12 @@ def test_default_eval_comes_from_the_hub(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     hub = tiny.make_hub_folder(tmp_path / "hub")
     manifest = build(BuildOptions(model=str(hub), target="x86-vnni", out=tmp_path / "out"))
-    assert calls == [(*pipeline.DEFAULT_EVAL, "dataset", pipeline.DEFAULT_EVAL_REVISION)]
-    assert len(pipeline.DEFAULT_EVAL_REVISION) == 40  # a commit, not a branch that moves
+    assert calls == [(*inputs.DEFAULT_EVAL, "dataset", inputs.DEFAULT_EVAL_REVISION)]
+    assert len(inputs.DEFAULT_EVAL_REVISION) == 40  # a commit, not a branch that moves
     verification = manifest["verification"]
     assert verification["n"] + verification["selection"]["n"] == len(rows)
     source = manifest["verification"]["eval_source"]
-    assert source.startswith(f"hf://datasets/nyu-mll/glue@{pipeline.DEFAULT_EVAL_REVISION}/")
+    assert source.startswith(f"hf://datasets/nyu-mll/glue@{inputs.DEFAULT_EVAL_REVISION}/")
 
 
 def test_no_eval_and_no_hub_is_a_clear_error(

@@ -436,8 +436,8 @@ def test_multi_label_gate_measures_decisions_per_label(tmp_path: Path) -> None:
 def test_the_last_layer_runs_on_the_token_the_head_reads(
     name: str, families: dict[str, dict[str, Path]]
 ) -> None:
-    """handler/compiler/rows.py: every family's head reads token 0 of the last hidden state, so
-    the last layer's feed-forward block runs on one row per text (the answers against
+    """handler/compiler/read_token.py: every family's head reads token 0 of the last hidden
+    state, so the last layer's feed-forward block runs on one row per text (the answers against
     transformers' pipeline are checked above)."""
     import onnx
 

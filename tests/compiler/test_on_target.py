@@ -143,7 +143,7 @@ def test_a_broken_emulated_run_is_a_build_error_that_says_what_to_do(tmp_path: P
 @needs_emulator
 def test_the_arm64_runtime_computes_fastgelu_as_the_tanh_gelu(tmp_path: Path) -> None:
     # The w8a8 artifacts (x86-vnni, arm64) compute their GELUs with onnxruntime's FastGelu
-    # (per_token.Refinements.tanh_gelu). Pins: the target's own onnxruntime (aarch64 wheel,
+    # (targets.Refinements.tanh_gelu). Pins: the target's own onnxruntime (aarch64 wheel,
     # emulated Neoverse N1) has the kernel, with the bias input, and it computes
     # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) there, not erf's GELU.
     import math

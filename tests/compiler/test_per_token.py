@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from handler.compiler import per_token, quantize
+from handler.compiler import passes, per_token, targets
 from handler.inference import Classifier
 
 K, H = 32, 48
@@ -66,13 +66,13 @@ def _run(model: onnx.ModelProto, ids: np.ndarray[Any, Any]) -> list[np.ndarray[A
 
 def _quantised(name: str, exact_twin: bool = False) -> onnx.ModelProto:
     model = _graph()
-    assert per_token.rewrite(model, per_token.RECIPES[name]) == 3
+    assert per_token.rewrite(model, targets.RECIPES[name]) == 3
     if exact_twin:
-        assert per_token.to_exact_twin(model) == 3
+        assert passes.to_exact_twin(model) == 3
     return model
 
 
-@pytest.mark.parametrize("name", sorted(per_token.RECIPES))
+@pytest.mark.parametrize("name", sorted(targets.RECIPES))
 def test_rewrite_stays_close_to_fp32(name: str) -> None:
     ids = np.random.default_rng(1).integers(0, 50, size=(3, 7))
     ref = _run(_graph(), ids)
@@ -84,7 +84,7 @@ def test_rewrite_stays_close_to_fp32(name: str) -> None:
     assert "MatMul" not in ops and {"MatMulIntegerToFloat", "QuantizeLinear"} <= ops
 
 
-@pytest.mark.parametrize("name", sorted(per_token.RECIPES))
+@pytest.mark.parametrize("name", sorted(targets.RECIPES))
 def test_a_row_never_depends_on_other_rows_or_padding(name: str) -> None:
     model = _quantised(name)
     rng = np.random.default_rng(2)
@@ -103,7 +103,7 @@ def test_a_zero_row_gives_zeros_not_nan() -> None:
     table = numpy_helper.to_array(emb).copy()
     table[0] = 0.0
     emb.CopyFrom(numpy_helper.from_array(table, "emb"))
-    per_token.rewrite(model, per_token.RECIPES["w8a7"])
+    per_token.rewrite(model, targets.RECIPES["w8a7"])
     _, z = _run(model, np.array([[0, 3]]))
     assert np.all(np.isfinite(z)) and np.all(z[0, 0] == 0.0)
 
@@ -134,7 +134,7 @@ def test_avx2_safe_recipes_never_feed_a_pair_sum_that_saturates() -> None:
     table[3, 5] = 500.0
     emb.CopyFrom(numpy_helper.from_array(table, "emb"))
     ids = np.concatenate([np.arange(50), [1, 2, 3]]).reshape(1, -1)
-    for name, recipe in per_token.RECIPES.items():
+    for name, recipe in targets.RECIPES.items():
         quantised = onnx.ModelProto()
         quantised.CopyFrom(model)
         per_token.rewrite(quantised, recipe)
@@ -143,8 +143,8 @@ def test_avx2_safe_recipes_never_feed_a_pair_sum_that_saturates() -> None:
             assert worst <= 32767, name
         else:  # full range really does reach past int16 on these rows
             assert worst > 32767, name
-    for name in quantize.TARGETS["x86-avx2"].recipes:
-        assert per_token.RECIPES[name].avx2_safe, name
+    for name in targets.TARGETS["x86-avx2"].recipes:
+        assert targets.RECIPES[name].avx2_safe, name
 
 
 @pytest.mark.parametrize("name", ["mixed", "w8a7", "w7a8"])
@@ -160,7 +160,7 @@ def test_saturation_probe_matches_full_range_twin() -> None:
     ids = np.random.default_rng(4).integers(0, 50, size=(2, 11))
     native, twin = _run(_quantised("w8a8"), ids), _run(_quantised("w8a8", True), ids)
     same = all(np.array_equal(a, b) for a, b in zip(native, twin, strict=True))
-    saturates = quantize.host_saturates()
+    saturates = targets.host_saturates()
     assert same or saturates  # a difference can only come from saturation
     if not saturates:
         assert same
@@ -169,7 +169,7 @@ def test_saturation_probe_matches_full_range_twin() -> None:
 @pytest.mark.parametrize("kind", ["fp16", "int8"])
 def test_embedding_table_is_stored_smaller_and_tied_tables_are_left(kind: str) -> None:
     model = _graph()
-    per_token.rewrite(model, per_token.RECIPES["w8a7"], embeddings=kind)
+    per_token.rewrite(model, targets.RECIPES["w8a7"], embeddings=kind)
     names = {i.name: i for i in model.graph.initializer}
     assert "emb" not in names
     table = next(i for n, i in names.items() if n.endswith(f"/table_{kind}"))
@@ -181,7 +181,7 @@ def test_embedding_table_is_stored_smaller_and_tied_tables_are_left(kind: str) -
     tied = _graph()
     tied.graph.node.append(helper.make_node("Identity", ["emb"], ["emb_copy"], name="tie"))
     tied.graph.output.append(helper.make_tensor_value_info("emb_copy", TensorProto.FLOAT, None))
-    per_token.rewrite(tied, per_token.RECIPES["w8a7"])
+    per_token.rewrite(tied, targets.RECIPES["w8a7"])
     assert "emb" in {i.name for i in tied.graph.initializer}
 
 
@@ -313,11 +313,11 @@ def test_linears_on_one_input_merge_into_one_gemm_exactly() -> None:
     before = _session(model).run(None, {"x": x})
     merged = onnx.ModelProto()
     merged.CopyFrom(model)
-    assert per_token.merge_shared_input_linears(merged) == 1
+    assert passes.merge_shared_input_linears(merged) == 1
     assert [n.op_type for n in merged.graph.node] == ["MatMul", "Add", "Split"]
     after = _session(merged).run(None, {"x": x})
     for a, b in zip(before, after, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     # Quantised: one integer GEMM and one activation quantisation for the three.
-    assert per_token.rewrite(merged, per_token.RECIPES["mixed"]) == 1
+    assert per_token.rewrite(merged, targets.RECIPES["mixed"]) == 1
     assert sum(n.op_type == "MatMulIntegerToFloat" for n in merged.graph.node) == 1

@@ -1,5 +1,5 @@
 """Calibration and what the per-token rewrite does with it (handler/compiler/calibrate.py,
-per_token.Refinements): statistics as numpy computes them, error-compensated weight rounding,
+targets.Refinements): statistics as numpy computes them, error-compensated weight rounding,
 outlier channels kept in fp32, smoothing; still row-independent and AVX2-safe."""
 
 from __future__ import annotations
@@ -13,7 +13,18 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from handler.compiler import agreement, calibrate, per_token
+from handler.compiler import (
+    agreement,
+    calibrate,
+    emit,
+    passes,
+    patterns,
+    per_token,
+    planning,
+    targets,
+    weights,
+)
+from handler.compiler.graph import GELU_MIN
 from handler.compiler.pipeline import BuildOptions, build
 from handler.errors import BuildError
 from tests import tiny
@@ -101,7 +112,7 @@ def _calibrated(model: onnx.ModelProto, tmp_path: Path) -> calibrate.Calibration
     return calibrate.collect(path, _Ids(), texts)  # type: ignore[arg-type]
 
 
-HIGH = per_token.FIDELITY["high"]
+HIGH = targets.FIDELITY["high"]
 
 
 def _muls(model: onnx.ModelProto) -> int:
@@ -115,11 +126,11 @@ def _rewritten(
     model: onnx.ModelProto,
     recipe: str,
     calib: Any = None,
-    refine: per_token.Refinements = per_token.REFINEMENTS,
+    refine: targets.Refinements = targets.REFINEMENTS,
 ) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    per_token.rewrite(out, per_token.RECIPES[recipe], calib, refine)
+    per_token.rewrite(out, targets.RECIPES[recipe], calib, refine)
     return out
 
 
@@ -165,8 +176,8 @@ def test_error_compensated_rounding_beats_nearest_on_correlated_inputs() -> None
     w = rng.normal(size=(k, n)).astype(np.float32)
     hessian = x.T @ x / x.shape[0]
     for qmax in (127, 63):
-        nearest, scale = per_token.quantize_weight(w, qmax)
-        gptq, scale_g = per_token.quantize_weight(w, qmax, hessian)
+        nearest, scale = weights.quantize_weight(w, qmax)
+        gptq, scale_g = weights.quantize_weight(w, qmax, hessian)
         assert np.array_equal(scale, scale_g)  # the same scales: only the integers differ
         assert gptq.dtype == np.int8 and int(np.abs(gptq.astype(np.int32)).max()) <= qmax
 
@@ -180,20 +191,20 @@ def test_indefinite_second_moments_fall_back_to_more_damping_or_nearest() -> Non
     # Summed in float32 or centred, second moments can come out slightly indefinite.
     rng = np.random.default_rng(0)
     w = rng.normal(size=(2, 5)).astype(np.float32)
-    nearest, _ = per_token.quantize_weight(w, 63)
+    nearest, _ = weights.quantize_weight(w, 63)
     slightly = np.array([[1.0, 1.5], [1.5, 1.0]])  # one eigenvalue -0.5: damping fixes it
-    q, _ = per_token.quantize_weight(w, 63, slightly)
+    q, _ = weights.quantize_weight(w, 63, slightly)
     assert q.dtype == np.int8 and int(np.abs(q.astype(np.int32)).max()) <= 63
     hopeless = np.array([[1.0, 100.0], [100.0, 1.0]])
-    q, _ = per_token.quantize_weight(w, 63, hopeless)
+    q, _ = weights.quantize_weight(w, 63, hopeless)
     assert np.array_equal(q, nearest)
 
 
 def _exact(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of an int8 graph as its exact twin (per_token.to_exact_twin): host-independent."""
+    """A copy of an int8 graph as its exact twin (passes.to_exact_twin): host-independent."""
     twin = onnx.ModelProto()
     twin.CopyFrom(model)
-    per_token.to_exact_twin(twin)
+    passes.to_exact_twin(twin)
     return twin
 
 
@@ -206,7 +217,7 @@ def test_outlier_channels_in_fp32_stop_setting_the_rows_scale(
     model = _norm_graph(bias_gelu=bias_gelu)
     calib = _calibrated(model, tmp_path)
     refined = _rewritten(model, recipe, calib, HIGH)
-    plan = per_token.plan_input("norm", calib.inputs["x"], [np.ones((K, 1))], HIGH)
+    plan = planning.plan_input("norm", calib.inputs["x"], [np.ones((K, 1))], HIGH)
     assert plan.apart is not None and 5 in plan.apart.tolist()
     ops = [n.op_type for n in refined.graph.node]
     # LayerNorm and GELU outputs: their largest channels gathered, multiplied by fp32 rows.
@@ -218,8 +229,8 @@ def test_outlier_channels_in_fp32_stop_setting_the_rows_scale(
     assert _muls(refined) == 2 + 1  # 2 row scales + the LayerNorm output's mask (its smoothing)
     shifts = [_init(refined, n.input[1]) for n in refined.graph.node if n.name.endswith("/shifted")]
     assert len(shifts) == 1 and shifts[0].shape == (H,)
-    assert 0 < int((shifts[0] == per_token.GELU_APART_SHIFT).sum()) <= HIGH.apart
-    assert np.all((shifts[0] == per_token.GELU_APART_SHIFT) | (shifts[0] == per_token.GELU_MIN))
+    assert 0 < int((shifts[0] == emit.GELU_APART_SHIFT).sum()) <= HIGH.apart
+    assert np.all((shifts[0] == emit.GELU_APART_SHIFT) | (shifts[0] == GELU_MIN))
     ids = np.random.default_rng(1).integers(0, VOCAB, size=(3, 7))
     # Each int8 graph as its exact twin: the same integers, computed as a CPU whose u8*s8 sums
     # never saturate would (w8a8's full-range weights saturate on AVX2 without VNNI).
@@ -252,7 +263,7 @@ def test_balanced_fidelity_keeps_gelu_channels_apart_and_smooths_layernorm_outpu
     balanced_err = np.abs(_run(balanced, ids)[0] - y_ref).max()
     assert balanced_err < plain_err / 2, (plain_err, balanced_err)
     # The GELU output's fp32 channels are quantised to 0, so they do not set the row's scale.
-    apart = per_token.plan_input(
+    apart = planning.plan_input(
         "gelu", calib.inputs["g"], [np.ones((H, 1))], balanced_refine()
     ).apart
     assert apart is not None
@@ -295,7 +306,7 @@ def _init(model: onnx.ModelProto, name: str) -> np.ndarray[Any, Any]:
 def test_centring_moves_layernorm_offsets_into_the_biases(tmp_path: Path) -> None:
     model = _residual_graph()
     calib = _calibrated(model, tmp_path)
-    plan = per_token.plan_input(
+    plan = planning.plan_input(
         "norm", calib.inputs["x"], [np.ones((K, 1))], balanced_refine(), True
     )
     assert plan.offset is not None and abs(plan.offset[9] - 12.0) < 1.0
@@ -315,7 +326,7 @@ def test_centring_moves_layernorm_offsets_into_the_biases(tmp_path: Path) -> Non
     ids = np.random.default_rng(1).integers(0, VOCAB, size=(3, 7))
     r_ref = _run(model, ids)[0]
     # Centring alone (no smoothing, no fp32 channels), against the same without it.
-    alone = per_token.Refinements(smooth_alpha=None, apart=0, ffn_apart=0)
+    alone = targets.Refinements(smooth_alpha=None, apart=0, ffn_apart=0)
     r_c = _run(_rewritten(model, "w7a8", calib, alone), ids)[0]
     r_u = _run(_rewritten(model, "w7a8", calib, replace(alone, centre=False)), ids)[0]
     err_c, err_u = np.abs(r_c - r_ref).mean(), np.abs(r_u - r_ref).mean()
@@ -395,14 +406,14 @@ def test_offsets_pass_only_through_slices_that_keep_whole_rows(
         inits["sp"] = numpy_helper.from_array(np.array(steps, dtype=np.int64), "sp")
         inputs.append("sp")
     node = helper.make_node("Slice", inputs, ["y"])
-    assert per_token._row_slice(node, inits) is keeps_rows
+    assert patterns.row_slice(node, inits) is keeps_rows
 
 
 def test_attention_outputs_are_centred_through_the_value_projection(tmp_path: Path) -> None:
     model = _attention_graph()
     calib = _calibrated(model, tmp_path)
     centred = _rewritten(model, "w7a8", calib)
-    plain = _rewritten(model, "w7a8", calib, per_token.Refinements(centre=False))
+    plain = _rewritten(model, "w7a8", calib, targets.Refinements(centre=False))
     ops = [n.op_type for n in centred.graph.node]
     assert ops == [n.op_type for n in plain.graph.node]  # no node added
     after = {i.name: numpy_helper.to_array(i) for i in centred.graph.initializer}
@@ -423,9 +434,9 @@ def test_attention_outputs_are_centred_through_the_value_projection(tmp_path: Pa
 def test_attention_smoothing_goes_into_the_value_columns(tmp_path: Path) -> None:
     model = _attention_graph(offset=0.0)
     calib = _calibrated(model, tmp_path)
-    refine = per_token.Refinements(centre=False, attention_alpha=0.5)
+    refine = targets.Refinements(centre=False, attention_alpha=0.5)
     smoothed = _rewritten(model, "w8a8", calib, refine)
-    plain = _rewritten(model, "w8a8", calib, per_token.Refinements(centre=False))
+    plain = _rewritten(model, "w8a8", calib, targets.Refinements(centre=False))
     assert [n.op_type for n in smoothed.graph.node] == [n.op_type for n in plain.graph.node]
     ids = np.random.default_rng(1).integers(0, VOCAB, size=(2, 6))
     y_ref = _run(model, ids)[0]
@@ -434,14 +445,14 @@ def test_attention_smoothing_goes_into_the_value_columns(tmp_path: Path) -> None
     assert err_s < 2 * np.abs(_run(plain, ids)[0] - y_ref).max() + 1e-3
 
 
-def balanced_refine() -> per_token.Refinements:
-    return per_token.FIDELITY["balanced"]
+def balanced_refine() -> targets.Refinements:
+    return targets.FIDELITY["balanced"]
 
 
-@pytest.mark.parametrize("fidelity", sorted(per_token.FIDELITY))
+@pytest.mark.parametrize("fidelity", sorted(targets.FIDELITY))
 def test_refined_rewrite_keeps_every_row_its_own(fidelity: str, tmp_path: Path) -> None:
     model = _norm_graph(bias_gelu=True)
-    refine = per_token.FIDELITY[fidelity]
+    refine = targets.FIDELITY[fidelity]
     refined = _rewritten(model, "w7a8", _calibrated(model, tmp_path), refine)
     rng = np.random.default_rng(2)
     alone = rng.integers(0, VOCAB, size=(1, 5))
@@ -466,7 +477,7 @@ def test_calibration_text_is_never_the_gates_report_text() -> None:
     assert "docstrings" in where
 
 
-@pytest.mark.parametrize("fidelity", sorted(per_token.FIDELITY))
+@pytest.mark.parametrize("fidelity", sorted(targets.FIDELITY))
 def test_a_build_records_its_fidelity_and_calibration(fidelity: str, tmp_path: Path) -> None:
     hub = tiny.make_hub_folder(tmp_path / "hub")
     eval_tsv = tiny.write_eval(tmp_path / "eval.tsv", None)
@@ -474,7 +485,7 @@ def test_a_build_records_its_fidelity_and_calibration(fidelity: str, tmp_path: P
         BuildOptions(model=str(hub), out=tmp_path / "out", eval_path=eval_tsv, fidelity=fidelity)
     )
     refined = manifest["quantization"]["refinements"]
-    expected = per_token.FIDELITY[fidelity]
+    expected = targets.FIDELITY[fidelity]
     assert refined["fidelity"] == fidelity
     assert refined["fp32_channels_per_input"] == expected.apart
     assert refined["weight_rounding"].startswith("GPTQ")

@@ -1,5 +1,5 @@
 """The Hadamard rotation of LayerNorm outputs before they are quantised
-(per_token.Refinements.rotate): exact in fp32, rows independent, finer where one channel sets
+(targets.Refinements.rotate): exact in fp32, rows independent, finer where one channel sets
 a row's scale, and in place of the smoothing, split and fp32 channels it supersedes.
 
 The suite's tiny graphs are 32 channels wide, narrower than the default block (64): these
@@ -16,27 +16,27 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from handler.compiler import per_token
+from handler.compiler import per_token, planning, targets, weights
 from tests.compiler.test_per_token import K, _run
 from tests.compiler.test_refinements import VOCAB, _calibrated, _norm_graph
 
 BLOCK = 8
-ROTATED = replace(per_token.FIDELITY["balanced"], rotate=BLOCK)
-UNROTATED = replace(per_token.FIDELITY["balanced"], rotate=None)
+ROTATED = replace(targets.FIDELITY["balanced"], rotate=BLOCK)
+UNROTATED = replace(targets.FIDELITY["balanced"], rotate=None)
 
 
 def _rewritten(
-    model: onnx.ModelProto, calib: Any, refine: per_token.Refinements, recipe: str = "w8a8"
+    model: onnx.ModelProto, calib: Any, refine: targets.Refinements, recipe: str = "w8a8"
 ) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    per_token.rewrite(out, per_token.RECIPES[recipe], calib, refine)
+    per_token.rewrite(out, targets.RECIPES[recipe], calib, refine)
     return out
 
 
 @pytest.mark.parametrize("n", [1, 2, 8, 64])
 def test_the_hadamard_matrix_is_orthonormal_with_equal_magnitudes(n: int) -> None:
-    h = per_token.hadamard(n)
+    h = weights.hadamard(n)
     np.testing.assert_allclose(h @ h.T, np.eye(n), atol=1e-12)
     # Every entry +-1/sqrt(n): a lone large value is spread evenly over its block.
     np.testing.assert_allclose(np.abs(h), 1 / np.sqrt(n))
@@ -44,13 +44,13 @@ def test_the_hadamard_matrix_is_orthonormal_with_equal_magnitudes(n: int) -> Non
 
 def test_a_block_that_is_not_a_power_of_two_is_refused() -> None:
     with pytest.raises(ValueError, match="order 12"):
-        per_token.hadamard(12)
+        weights.hadamard(12)
 
 
 def test_rotation_applies_only_where_the_width_holds_whole_blocks() -> None:
-    assert per_token.rotatable(ROTATED, K)
-    assert not per_token.rotatable(replace(ROTATED, rotate=64), K)  # 32 channels: smoothed
-    assert not per_token.rotatable(UNROTATED, K)
+    assert planning.rotatable(ROTATED, K)
+    assert not planning.rotatable(replace(ROTATED, rotate=64), K)  # 32 channels: smoothed
+    assert not planning.rotatable(UNROTATED, K)
 
 
 def test_rotating_is_exact_in_fp32_and_replaces_smoothing_and_the_split(tmp_path: Path) -> None:
@@ -58,23 +58,23 @@ def test_rotating_is_exact_in_fp32_and_replaces_smoothing_and_the_split(tmp_path
     calib = _calibrated(model, tmp_path)
     stats = calib.inputs["x"]
     w = np.random.default_rng(5).normal(size=(K, 12))
-    plan = per_token.plan_input("norm", stats, [w], ROTATED, centrable=True)
+    plan = planning.plan_input("norm", stats, [w], ROTATED, centrable=True)
     assert plan.rotation is not None and plan.rotation.shape == (BLOCK, BLOCK)
     assert plan.smooth is None and plan.split is None and plan.offset is not None
     # What the quantiser sees, (x - c) R, times what the GEMM's integers approximate, R^T W.
-    full = per_token.block_rotation(plan.rotation, K)
+    full = weights.block_rotation(plan.rotation, K)
     x = np.random.default_rng(6).normal(size=(7, K)) * 3
     np.testing.assert_allclose(((x - plan.offset) @ full) @ (full.T @ w), (x - plan.offset) @ w)
     # The second moments GPTQ rounds against are those of the rotated input.
     assert plan.hessian is not None
-    plain = per_token.plan_input(
+    plain = planning.plan_input(
         "norm", stats, [w], replace(UNROTATED, smooth_alpha=None), centrable=True
     )
     assert plain.hessian is not None
     np.testing.assert_allclose(plan.hessian, full.T @ plain.hessian @ full, rtol=1e-9, atol=1e-9)
     # Other inputs are never rotated.
     for kind in ("gelu", "other"):
-        assert per_token.plan_input(kind, stats, [w], ROTATED).rotation is None
+        assert planning.plan_input(kind, stats, [w], ROTATED).rotation is None
 
 
 def _ops(model: onnx.ModelProto) -> list[str]:
@@ -108,7 +108,7 @@ def test_with_seven_bit_weights_rotation_takes_the_place_of_the_fp32_channels(
         out = onnx.ModelProto()
         out.CopyFrom(model)
         reports[name] = {}
-        per_token.rewrite(out, per_token.RECIPES["w7a8"], calib, refine, report=reports[name])
+        per_token.rewrite(out, targets.RECIPES["w7a8"], calib, refine, report=reports[name])
     # The feed-forward input keeps 3 channels in fp32 only where it is not rotated.
     assert reports["unrotated"]["inputs_with_fp32_channels"]["layernorm outputs"] == 1
     assert "layernorm outputs" not in reports["rotated"]["inputs_with_fp32_channels"]
@@ -126,7 +126,7 @@ def test_rotated_rows_stay_independent_and_near_fp32(recipe: str, tmp_path: Path
     assert np.array_equal(y_batch[2, :5], y_alone[0])  # batch-mates change nothing
     plain = onnx.ModelProto()
     plain.CopyFrom(model)
-    per_token.rewrite(plain, per_token.RECIPES[recipe])
+    per_token.rewrite(plain, targets.RECIPES[recipe])
     assert np.array_equal(x_alone, _run(plain, alone)[1])  # the residual path is untouched
     y_ref = _run(model, alone)[0]
     assert np.abs(y_alone - y_ref).max() < 0.05 * np.abs(y_ref).max()
@@ -157,7 +157,7 @@ def test_a_row_whose_scale_one_channel_sets_gets_finer(tmp_path: Path) -> None:
 
 
 def test_the_manifest_records_the_rotation() -> None:
-    assert per_token.FIDELITY["balanced"].rotate == 64
+    assert targets.FIDELITY["balanced"].rotate == 64
     described = ROTATED.describe(_NoCalibration())
     assert described["hadamard_rotation_on_layernorm_outputs"] == {"block": BLOCK}
     assert UNROTATED.describe(_NoCalibration())["hadamard_rotation_on_layernorm_outputs"] is None

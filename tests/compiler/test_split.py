@@ -1,6 +1,6 @@
 """The rewrite's activation quantiser (opset 21's one scale per row, no division pass; the
 zero-point tensor shared by inputs with the same rows) and the split of a LayerNorm output's
-outlier channel into copies (per_token.Refinements.split)."""
+outlier channel into copies (targets.Refinements.split)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from handler.compiler import per_token
+from handler.compiler import passes, patterns, per_token, planning, targets, weights
 from tests.compiler.test_per_token import K, _run, _session
 from tests.compiler.test_refinements import (
     VOCAB,
@@ -26,13 +26,13 @@ from tests.compiler.test_refinements import (
 def _rewritten(
     model: onnx.ModelProto,
     calib: Any,
-    refine: per_token.Refinements,
+    refine: targets.Refinements,
     blocked: bool = True,
     recipe: str = "w8a8",
 ) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    per_token.rewrite(out, per_token.RECIPES[recipe], calib, refine, blocked=blocked)
+    per_token.rewrite(out, targets.RECIPES[recipe], calib, refine, blocked=blocked)
     return out
 
 
@@ -52,7 +52,7 @@ def test_one_quantizer_per_row_without_a_division_pass(tmp_path: Path) -> None:
     calib = _calibrated(model, tmp_path)
     blocked = _rewritten(model, calib, balanced_refine())
     divided = _rewritten(model, calib, balanced_refine(), blocked=False)
-    assert _opset(model) == 17 and _opset(blocked) == per_token.BLOCKED_OPSET
+    assert _opset(model) == 17 and _opset(blocked) == passes.BLOCKED_OPSET
     assert _opset(divided) == 17
     ops = [n.op_type for n in blocked.graph.node]
     assert "Div" not in ops and [n.op_type for n in divided.graph.node].count("Div") == 2
@@ -82,7 +82,7 @@ def test_inputs_with_the_same_rows_share_one_zero_point_tensor(tmp_path: Path) -
     zero_points = [n for n in refined.graph.node if n.output[0].endswith("/row_zp")]
     # The GELU output is quantised from 0 (no zero-point tensor); the LayerNorm output has one.
     assert len(zero_points) == 1
-    rows = per_token._row_sources(model.graph)
+    rows = patterns.row_sources(model.graph)
     assert rows["x"] == rows["h"] == rows["g"] == rows["y"]
 
 
@@ -107,7 +107,7 @@ def test_a_slice_of_rows_or_a_wide_constant_starts_rows_of_their_own() -> None:
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "def"],
         [wide, vec, axes, starts, ends],
     )
-    rows = per_token._row_sources(graph)
+    rows = patterns.row_sources(graph)
     assert rows["a"] == rows["b"] == "x"
     assert rows["c"] == rows["d"] == "c"
     assert rows["e"] == "e" and rows["f"] == "f"
@@ -117,7 +117,7 @@ def test_splitting_the_outlier_channel_is_exact_in_fp32(tmp_path: Path) -> None:
     model = _norm_graph(outlier=40.0, bias_gelu=True)
     calib = _calibrated(model, tmp_path)
     w = np.random.default_rng(5).normal(size=(K, 12))
-    plan = per_token.plan_input("norm", calib.inputs["x"], [w], balanced_refine())
+    plan = planning.plan_input("norm", calib.inputs["x"], [w], balanced_refine())
     assert plan.split is not None and plan.smooth is not None and plan.divisor is not None
     channel, fractions = plan.split
     assert channel == 5  # the channel whose gamma is 40x the others'
@@ -128,7 +128,7 @@ def test_splitting_the_outlier_channel_is_exact_in_fp32(tmp_path: Path) -> None:
     # What is quantised: x with the channel zeroed, divided by s, then m copies f_j x_c.
     x = np.random.default_rng(6).normal(size=(7, K)) * 3
     quantised = np.concatenate([x * plan.divisor, x[:, [channel]] * fractions], axis=1)
-    weight = per_token.split_weight((w * plan.smooth[:, None]).astype(np.float32), plan)
+    weight = weights.split_weight((w * plan.smooth[:, None]).astype(np.float32), plan)
     assert weight.shape == (K + m, 12)
     np.testing.assert_allclose(quantised @ weight.astype(np.float64), x @ w, rtol=1e-5, atol=1e-4)
     # No copy is larger than a third of the next channel's largest (smoothed) value.
@@ -159,7 +159,7 @@ def test_a_row_whose_scale_one_channel_sets_gets_finer(tmp_path: Path) -> None:
     for name, refine in (("split", balanced_refine()), ("whole", whole)):
         # The exact twin: the same integers without AVX2's u8*s8 saturation (w8a8 splits).
         twin = _rewritten(model, calib, refine)
-        per_token.to_exact_twin(twin)
+        passes.to_exact_twin(twin)
         h_int8 = _run(twin, ids)[-1]
         errors[name] = np.abs(h_int8[:, 0] - h_ref[:, 0]).mean()
     assert errors["split"] < errors["whole"] / 1.5, errors
@@ -168,13 +168,13 @@ def test_a_row_whose_scale_one_channel_sets_gets_finer(tmp_path: Path) -> None:
 def test_no_split_where_the_channels_are_kept_in_fp32(tmp_path: Path) -> None:
     model = _norm_graph(outlier=40.0, bias_gelu=True)
     calib = _calibrated(model, tmp_path)
-    high = per_token.FIDELITY["high"]
-    plan = per_token.plan_input("norm", calib.inputs["x"], [np.ones((K, 1))], high)
+    high = targets.FIDELITY["high"]
+    plan = planning.plan_input("norm", calib.inputs["x"], [np.ones((K, 1))], high)
     assert plan.apart is not None and plan.split is None
     report: dict[str, Any] = {}
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    per_token.rewrite(out, per_token.RECIPES["w7a8"], calib, high, report=report)
+    per_token.rewrite(out, targets.RECIPES["w7a8"], calib, high, report=report)
     assert "channels_split" not in report
     assert not any(n.op_type == "Concat" for n in out.graph.node)
 
@@ -199,7 +199,7 @@ def test_chains_of_additions_become_one_sum_of_the_same_terms() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     folded = onnx.ModelProto()
     folded.CopyFrom(model)
-    kept = per_token._sum_chains(list(folded.graph.node), {"y", "e"})
+    kept = passes.sum_chains(list(folded.graph.node), {"y", "e"})
     del folded.graph.node[:]
     folded.graph.node.extend(kept)
     assert [(n.op_type, list(n.input)) for n in kept] == [
@@ -223,7 +223,7 @@ def test_the_split_is_for_8_bit_weights_only(tmp_path: Path) -> None:
         report: dict[str, Any] = {}
         out = onnx.ModelProto()
         out.CopyFrom(model)
-        per_token.rewrite(out, per_token.RECIPES[recipe], calib, balanced_refine(), report=report)
+        per_token.rewrite(out, targets.RECIPES[recipe], calib, balanced_refine(), report=report)
         assert bool(report.get("channels_split")) is split, recipe
         assert any(n.op_type == "Concat" for n in out.graph.node) is split, recipe
 

@@ -1,6 +1,6 @@
-"""The last layer cut to the token the head reads (handler/compiler/rows.py), on small generated
-graphs (no torch): the same logits on padded batches, the feed-forward block on one row per text,
-and the graph left alone where the selection or a node would not allow it."""
+"""The last layer cut to the token the head reads (handler/compiler/read_token.py), on small
+generated graphs (no torch): the same logits on padded batches, the feed-forward block on one
+row per text, and the graph left alone where the selection or a node would not allow it."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from handler.compiler import rows
+from handler.compiler import read_token
 from handler.compiler.attention import check_feed, graph_logits
-from handler.compiler.per_token import RECIPES, rewrite
+from handler.compiler.per_token import rewrite
+from handler.compiler.targets import RECIPES
 
 VOCAB, D, HEADS, FF, LABELS, MAX_LEN = 50, 16, 4, 32, 3, 16
 CONFIG = {"vocab_size": VOCAB}
@@ -157,7 +158,7 @@ def test_the_last_layer_runs_on_the_selected_token_with_the_same_logits(
 ) -> None:
     src = _save(layer_graph(index), tmp_path / "src.onnx")
     dst = tmp_path / "rows.onnx"
-    moved = rows.prune_rows(src, dst, CONFIG)
+    moved = read_token.prune_rows(src, dst, CONFIG)
     # The last layer's output projection, bias, residual, LayerNorm, FFN in, GELU, FFN out,
     # bias, residual, LayerNorm.
     assert moved == 10
@@ -177,7 +178,7 @@ def test_a_cut_graph_answers_each_text_alone_and_in_a_batch_to_the_bit(tmp_path:
     the bit (rows are computed apart; the cut adds nothing that sees the padding)."""
     src = _save(layer_graph(), tmp_path / "src.onnx")
     cut = tmp_path / "rows.onnx"
-    assert rows.prune_rows(src, cut, CONFIG)
+    assert read_token.prune_rows(src, cut, CONFIG)
     model = onnx.load(str(cut))
     rewrite(model, RECIPES["mixed"])
     graph = _save(model, tmp_path / "cut-int8.onnx")
@@ -191,7 +192,7 @@ def test_the_per_token_graph_of_a_pruned_layer_keeps_its_answers_and_bits(tmp_pa
     (a slice of a LayerNorm output is quantised as one), so the same logits."""
     src = _save(layer_graph(), tmp_path / "src.onnx")
     cut = tmp_path / "rows.onnx"
-    assert rows.prune_rows(src, cut, CONFIG)
+    assert read_token.prune_rows(src, cut, CONFIG)
     graphs = {}
     for name, path in [("whole", src), ("cut", cut)]:
         model = onnx.load(str(path))
@@ -206,7 +207,7 @@ def test_the_per_token_graph_of_a_pruned_layer_keeps_its_answers_and_bits(tmp_pa
 def test_the_head_is_told_from_another_read_of_token_zero(tmp_path: Path) -> None:
     src = _save(layer_graph(other_gather=True), tmp_path / "src.onnx")
     dst = tmp_path / "rows.onnx"
-    assert rows.prune_rows(src, dst, CONFIG) == 10
+    assert read_token.prune_rows(src, dst, CONFIG) == 10
     for feed in _feeds():
         np.testing.assert_allclose(graph_logits(dst, feed), graph_logits(src, feed), atol=1e-5)
 
@@ -214,7 +215,7 @@ def test_the_head_is_told_from_another_read_of_token_zero(tmp_path: Path) -> Non
 def test_a_hidden_state_read_whole_elsewhere_is_left_whole(tmp_path: Path) -> None:
     src = _save(layer_graph(hidden_out=True), tmp_path / "src.onnx")
     dst = tmp_path / "rows.onnx"
-    assert rows.prune_rows(src, dst, CONFIG) == 0
+    assert read_token.prune_rows(src, dst, CONFIG) == 0
     assert dst.read_bytes() == src.read_bytes()
 
 
@@ -222,13 +223,13 @@ def test_a_selection_past_the_first_token_is_left_alone(tmp_path: Path) -> None:
     """Token 3 does not exist in a one-token text: the graph must keep failing there as it
     did, not answer from a slice that came out empty."""
     src = _save(layer_graph(index=3), tmp_path / "src.onnx")
-    assert rows.prune_rows(src, tmp_path / "rows.onnx", CONFIG) == 0
+    assert read_token.prune_rows(src, tmp_path / "rows.onnx", CONFIG) == 0
 
 
 def test_a_computed_position_term_is_cut_to_the_token_too(tmp_path: Path) -> None:
     src = _save(layer_graph(position_term="computed"), tmp_path / "src.onnx")
     dst = tmp_path / "rows.onnx"
-    assert rows.prune_rows(src, dst, CONFIG) == 11  # the 10, and the position Add
+    assert read_token.prune_rows(src, dst, CONFIG) == 11  # the 10, and the position Add
     for feed in _feeds():
         np.testing.assert_allclose(graph_logits(dst, feed), graph_logits(src, feed), atol=1e-5)
 
@@ -237,7 +238,7 @@ def test_a_constant_with_a_sequence_axis_stops_the_cut_after_it(tmp_path: Path) 
     """A [1, S, D] constant after attention is not per row: the Slice goes after its Add."""
     src = _save(layer_graph(position_term="constant"), tmp_path / "src.onnx")
     dst = tmp_path / "rows.onnx"
-    moved = rows.prune_rows(src, dst, CONFIG)
+    moved = read_token.prune_rows(src, dst, CONFIG)
     assert moved == 10  # from the output projection on
     slices = [n.input[0] for n in onnx.load(str(dst)).graph.node if n.op_type == "Slice"]
     assert "l1attn_pos" in slices  # the Slice comes after the table's Add
@@ -268,9 +269,9 @@ def test_a_cut_that_computes_otherwise_is_refused_with_a_warning(
     feed = check_feed(VOCAB)
     assert feed["input_ids"].shape[1] == MAX_LEN  # the [S, D] scale needs the full length
     dst = tmp_path / "rows.onnx"
-    assert rows.prune_rows(src, dst, CONFIG) == 0  # the selection reads that norm's output
-    monkeypatch.setattr(rows, "per_row_norm", lambda g, node: True)
+    assert read_token.prune_rows(src, dst, CONFIG) == 0  # the selection reads that norm's output
+    monkeypatch.setattr(read_token, "per_row_norm", lambda g, node: True)
     with caplog.at_level(logging.WARNING):
-        assert rows.prune_rows(src, dst, CONFIG) == 0
+        assert read_token.prune_rows(src, dst, CONFIG) == 0
     assert dst.read_bytes() == src.read_bytes()
     assert "last-layer row pruning dropped" in caplog.text

@@ -30,42 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from handler.compiler.attention import (
-    _Graph,
-    _live,
-    drop_unused_initializers,
-    rewrite_checked,
-)
+from handler.compiler.attention import rewrite_checked
+from handler.compiler.graph import NORM_OPS, ROW_WISE, GraphIndex, drop_unused_initializers, live
 
 ROW_CUT_TOLERANCE = 1e-4  # fp32 logits: the same arithmetic on fewer rows
 ROW_AXIS = 1  # [batch, sequence, hidden]
 
-# Ops that compute each row of their output from the same row of their row inputs (and from
-# constants that carry no sequence axis). LayerNorms normalise over the last axis only.
-ELEMENTWISE = frozenset(
-    {
-        "Add",
-        "Sub",
-        "Mul",
-        "Div",
-        "Relu",
-        "Tanh",
-        "Sigmoid",
-        "Erf",
-        "Sqrt",
-        "Pow",
-        "Gelu",
-        "FastGelu",
-        "BiasGelu",
-        "Cast",
-        "Identity",
-    }
-)
-NORMS = frozenset({"LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization"})
-
 
 class _Rows:
-    def __init__(self, model: Any, g: _Graph) -> None:
+    def __init__(self, model: Any, g: GraphIndex) -> None:
         self.model, self.g = model, g
         self.outputs = {o.name for o in model.graph.output}
 
@@ -78,9 +51,9 @@ class _Rows:
         op = node.op_type
         if sum(1 for o in node.output if o) != 1:
             return None  # a clone computes one result (SkipLayerNorm may also expose its sum)
-        if op in NORMS and not per_row_norm(self.g, node):
+        if op in NORM_OPS and not per_row_norm(self.g, node):
             return None
-        if op in ELEMENTWISE or op in NORMS:
+        if op in ROW_WISE:
             rows = []
             for i, name in enumerate(node.input):
                 if not name:
@@ -115,7 +88,7 @@ class _Rows:
     def _read_only_by(self, name: str, nodes: dict[int, Any], select: Any) -> bool:
         if name in self.outputs:
             return False
-        for user in self.g.consumers.get(name, []):
+        for user in self.g.readers.get(name, []):
             if user is select:
                 if list(user.input).index(name) != 0:
                     return False
@@ -128,12 +101,12 @@ class _Rows:
         return True
 
 
-def per_row_norm(g: _Graph, node: Any) -> bool:
+def per_row_norm(g: GraphIndex, node: Any) -> bool:
     """A LayerNorm over the last axis alone normalises each row by itself."""
     return bool(g.attr(node, "axis", -1) == -1)
 
 
-def _selections(model: Any, g: _Graph) -> list[tuple[Any, int]]:
+def _selections(model: Any, g: GraphIndex) -> list[tuple[Any, int]]:
     """Nodes that read one token (index 0 or -1) of a computed [batch, sequence, ..] tensor.
     Any other index may not exist in a short text, and the graph must keep failing there as
     it did, not answer from a slice that came out empty."""
@@ -153,7 +126,7 @@ def prune_model(model: Any) -> int:
     """Rewrite `model` in place; returns how many nodes now run on the selected token only."""
     from onnx import helper, numpy_helper
 
-    g = _Graph(model)
+    g = GraphIndex.of(model)
     rows = _Rows(model, g)
     # The head's selection: the one whose tensor comes from row-wise work it alone reads.
     heads = []
@@ -219,7 +192,7 @@ def prune_model(model: Any) -> int:
         nodes.append(node)
     graph = model.graph
     del graph.node[:]
-    graph.node.extend(_live(nodes, {o.name for o in graph.output}))
+    graph.node.extend(live(nodes, {o.name for o in graph.output}))
     graph.initializer.extend([starts, ends, axes, zero])
     drop_unused_initializers(graph)
     return moved
