@@ -37,7 +37,7 @@ from bench.inference import baseline_graph  # noqa: E402
 from bench.ood import debian_descriptions  # noqa: E402
 from handler.compiler import agreement, on_target, per_token, targets  # noqa: E402
 from handler.compiler.pipeline import BuildOptions, build  # noqa: E402
-from handler.evaluate import read_labelled, read_texts  # noqa: E402
+from handler.datafiles import read_labelled, read_texts  # noqa: E402
 from handler.inference import Classifier  # noqa: E402
 from handler.inference.postprocess import SINGLE_LABEL  # noqa: E402
 from handler.inference.session import create_session  # noqa: E402
@@ -55,7 +55,7 @@ ROWS = [  # (target, fidelity)
 
 
 def logits(clf: Classifier, texts: Sequence[TextInput]) -> Any:
-    return np.stack([r.logits for r in clf.run(texts)])
+    return np.stack([r.logits for r in clf.answer(texts).results])
 
 
 def row(name: str, lg: Any, ref: Any, gold: Any, n_b: int, extra: dict[str, Any]) -> dict[str, Any]:
@@ -74,10 +74,7 @@ def row(name: str, lg: Any, ref: Any, gold: Any, n_b: int, extra: dict[str, Any]
 
 def scores(clf: Classifier, texts: Sequence[TextInput]) -> Any:
     return np.concatenate(
-        [
-            clf.scores(clf.run_for_measurement(texts[i : i + 512]), None)
-            for i in range(0, len(texts), 512)
-        ]
+        [clf.answer(texts[i : i + 512]).scores for i in range(0, len(texts), 512)]
     )
 
 

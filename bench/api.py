@@ -40,14 +40,16 @@ from bench.common import (  # noqa: E402
 
 def measure(int8: str, quick: bool) -> dict[str, Any]:
     from handler.config import Settings
-    from handler.function import Function, make_lambda_handler
+    from handler.function import LambdaFunction, make_lambda_handler
+    from handler.loading import get_model
     from handler.observability import logger
-    from handler.runtime import get_model
 
     logger.setLevel("WARNING")
     model_dir = Path(int8)
     model = get_model(model_dir, 1)
-    handler = make_lambda_handler(Function(Settings(model_dir=model_dir, num_threads=1), model))
+    handler = make_lambda_handler(
+        LambdaFunction(Settings(model_dir=model_dir, num_threads=1), model)
+    )
     event = http_event(SHORT)
     clf = model.classifier
     reps = 200 if quick else 1000

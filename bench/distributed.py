@@ -68,10 +68,10 @@ def measure(model_dir: Path, n: int, rounds: int) -> dict[str, Any]:
     from handler.batch.job import Destination
     from handler.batch.refs import ObjectRef
     from handler.config import Settings
-    from handler.function import Function, make_lambda_handler
+    from handler.function import LambdaFunction, make_lambda_handler
+    from handler.loading import get_model
     from handler.local.context import LocalContext
     from handler.observability import logger
-    from handler.runtime import get_model
 
     logger.setLevel("WARNING")
     for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}.items():
@@ -91,7 +91,7 @@ def measure(model_dir: Path, n: int, rounds: int) -> dict[str, Any]:
         settings = Settings(
             model_dir=model_dir, num_threads=1, input_bucket="bench-in", output_bucket="bench-out"
         )
-        handler = make_lambda_handler(Function(settings, model, store))
+        handler = make_lambda_handler(LambdaFunction(settings, model, store))
         s3.put_object(Bucket="bench-in", Key="big.jsonl", Body=body)
         etag = s3.head_object(Bucket="bench-in", Key="big.jsonl")["ETag"].strip('"')
         pinned = ObjectRef("bench-in", "big.jsonl", None, etag, len(body))

@@ -46,7 +46,7 @@ from bench.common import (  # noqa: E402
     save,
     table,
 )
-from handler.evaluate import read_labelled  # noqa: E402
+from handler.datafiles import read_labelled  # noqa: E402
 from handler.inference import Classifier  # noqa: E402
 from handler.inference.postprocess import softmax  # noqa: E402
 from handler.inference.tokenizer import Encoded  # noqa: E402
@@ -101,7 +101,7 @@ def single_windows(clf: Classifier, texts: list[str]) -> dict[str, list[Encoded]
 
 def run(clf: Classifier, rows: list[Encoded]) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
-    results = clf.run_all(rows)
+    results = clf.infer(rows)
     return np.stack([r.logits for r in results]), time.perf_counter() - start
 
 
@@ -162,20 +162,22 @@ def measure(
 
 def speed(models: dict[str, Path], data: Path, limit: int, rounds: int, threads: int) -> Any:
     """texts/s of truncate and windows through Classifier.run, interleaved, per model."""
-    from handler.evaluate import read_texts
+    from handler.datafiles import read_texts
 
     texts = read_texts(data)[: limit or None]
     rows, report = [], {}
     for name, folder in models.items():
         clf = Classifier.from_dir(folder, threads=threads)
-        clf.run(texts[:4], "windows")  # warm both shapes
+        clf.answer(texts[:4], long_text="windows")  # warm both shapes
         paths: dict[str, Any] = {
-            m: (lambda m=m, c=clf: c.run(texts, m)) for m in ("truncate", "windows")
+            m: (lambda m=m, c=clf: c.answer(texts, long_text=m)) for m in ("truncate", "windows")
         }
         seconds = interleaved_rounds(paths, rounds)
         per = {m: len(texts) / min(v) for m, v in seconds.items()}
         ratio = paired(seconds, "truncate", "windows")
-        windows = sum(r.windows for r in clf.run(texts, "windows")) / len(texts)
+        windows = sum(r.windows for r in clf.answer(texts, long_text="windows").results) / len(
+            texts
+        )
         report[name] = {"texts_per_s": per, "windows_vs_truncate_time": ratio, "windows": windows}
         rows.append(
             [

@@ -50,9 +50,9 @@ def throughput(int8: str, quick: bool, rounds: int = 5) -> dict[str, Any]:
 
     from handler.adapters.s3_store import S3Store
     from handler.config import Settings
-    from handler.function import Function, make_lambda_handler
+    from handler.function import LambdaFunction, make_lambda_handler
+    from handler.loading import get_model
     from handler.observability import logger
-    from handler.runtime import get_model
 
     logger.setLevel("WARNING")
     in_process_s3()
@@ -67,7 +67,7 @@ def throughput(int8: str, quick: bool, rounds: int = 5) -> dict[str, Any]:
         settings = Settings(
             model_dir=model_dir, num_threads=1, input_bucket="bench-in", output_bucket="bench-out"
         )
-        handler = make_lambda_handler(Function(settings, model, S3Store(s3)))
+        handler = make_lambda_handler(LambdaFunction(settings, model, S3Store(s3)))
         via_s3: list[float] = []
         direct: list[float] = []
         for rep in range(rounds):

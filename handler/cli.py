@@ -113,7 +113,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from handler.evaluate import evaluate, read_labelled, task_for
+    from handler.datafiles import read_labelled
+    from handler.evaluate import evaluate, task_for
 
     clf = _classifier(args)
     _print(evaluate(clf, read_labelled(args.data, clf.id2label, task_for(clf))))
@@ -145,8 +146,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from handler import tune
+    from handler.datafiles import read_texts
     from handler.errors import InvalidInput
-    from handler.evaluate import read_texts
     from handler.tune.sample import REVIEWS
 
     prices = tune.PRICES[args.arch]

@@ -1,7 +1,7 @@
 """lambda_handler: built once per execution environment, at import (Lambda's init phase).
 
 Importing this module loads the model named by MODEL_DIR; that is the point of it. Tests and
-tools that want a Function without side effects import handler.function instead.
+tools that want a LambdaFunction without side effects import handler.function instead.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from handler.config import get_settings
-from handler.function import Function, make_lambda_handler
+from handler.function import LambdaFunction, make_lambda_handler
 
 settings = get_settings()
 # tokenizers sizes its Rayon pool from the host's cores, which on Lambda overstate the vCPU share
@@ -26,5 +26,5 @@ os.environ.setdefault("RAYON_NUM_THREADS", str(settings.num_threads))
 # (importlib.metadata, ~30 ms of the API function's cold start); this function uses none.
 # Set PYDANTIC_DISABLE_PLUGINS yourself (e.g. to a list of names) to change that.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-function = Function.from_settings(settings)
+function = LambdaFunction.from_settings(settings)
 lambda_handler = make_lambda_handler(function)

@@ -1,4 +1,4 @@
-"""Function: routes any supported event to its adapter; everything heavy is built once.
+"""LambdaFunction: routes any supported event to its adapter; everything heavy is built once.
 
 A function's role (FUNCTION_ROLE) decides what it imports and builds at init: `api` the HTTP
 stack (FastAPI, Mangum) and nothing of S3; `batch` the S3 path and none of the HTTP stack;
@@ -15,16 +15,18 @@ from typing import TYPE_CHECKING, Any
 from handler.adapters import router
 from handler.config import Settings, get_settings
 from handler.errors import UnsupportedEvent
+from handler.loading import LoadedModel, model_for
 from handler.observability import logger, metrics
-from handler.runtime import LoadedModel, model_for
 
 if TYPE_CHECKING:
+    from mangum.types import LambdaContext
+
     from handler.batch.shards import ShardStore
 
-Handler = Callable[[dict[str, Any], Any], Any]
+Handler = Callable[[dict[str, Any], "LambdaContext"], Any]
 
 
-class Function:
+class LambdaFunction:
     """Everything heavy, built once: model, and the role's app (Mangum) or batch adapter."""
 
     def __init__(
@@ -56,15 +58,15 @@ class Function:
             )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Function:
+    def from_settings(cls, settings: Settings) -> LambdaFunction:
         return cls(settings, model_for(settings))
 
-    def warmup(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def warmup(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         started = time.perf_counter()
         clf = self.model.classifier
         # Not refused even where the model's vocabulary lacks these words: warming the path up
         # is the point, the answer is only shown.
-        prediction = clf.format(clf.scores(clf.run_for_measurement(["warm up"]), None), True)
+        prediction = clf.answer(["warm up"]).labelled()
         return {
             "warm": True,
             "model_id": self.model.model_id,
@@ -74,7 +76,7 @@ class Function:
             "sample": prediction,
         }
 
-    def __call__(self, event: dict[str, Any], context: Any) -> Any:
+    def __call__(self, event: dict[str, Any], context: LambdaContext) -> Any:
         kind = router.kind_of(event)
         route = self.routes.get(kind)
         if route is None:
@@ -86,10 +88,10 @@ class Function:
         return route(event, context)
 
 
-def make_lambda_handler(function: Function) -> Handler:
+def make_lambda_handler(function: LambdaFunction) -> Handler:
     @logger.inject_lambda_context(clear_state=True)
     @metrics.log_metrics(capture_cold_start_metric=True)
-    def lambda_handler(event: dict[str, Any], context: Any) -> Any:
+    def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
         return function(event, context)
 
     return lambda_handler  # type: ignore[no-any-return]

@@ -39,15 +39,24 @@ LOW_CONFIDENCE = 0.7
 
 
 def record_prediction(
-    *, source: str, texts: int, tokens: int, truncated: int, low_confidence: int, latency_ms: float
+    *,
+    source: str,
+    texts: int,
+    tokens: int,
+    truncated: int,
+    low_confidence: int,
+    latency_ms: float,
+    rows: int | None = None,
 ) -> None:
-    """One request's or one chunk's figures, as EMF metrics (flushed by log_metrics)."""
+    """One request's or one chunk's figures, as EMF metrics (flushed by log_metrics). `rows`:
+    the sequences the model ran, one per text and one per window of a text read in windows
+    (None: as many as texts)."""
     metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=latency_ms)
     metrics.add_metric(name="Texts", unit=MetricUnit.Count, value=texts)
     metrics.add_metric(name="Tokens", unit=MetricUnit.Count, value=tokens)
     metrics.add_metric(name="Truncations", unit=MetricUnit.Count, value=truncated)
     metrics.add_metric(name="LowConfidence", unit=MetricUnit.Count, value=low_confidence)
-    metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=texts)
+    metrics.add_metric(name="Rows", unit=MetricUnit.Count, value=texts if rows is None else rows)
     # DEBUG: the EMF line above already carries these figures; a second line per request would
     # cost ~35 us of the HTTP path's budget (LOG_LEVEL=DEBUG shows it).
     logger.debug(
@@ -58,6 +67,7 @@ def record_prediction(
             "tokens": tokens,
             "truncated": truncated,
             "low_confidence": low_confidence,
+            "rows": texts if rows is None else rows,
             "latency_ms": round(latency_ms, 3),
         },
     )

@@ -14,7 +14,7 @@ import pytest
 
 from handler import cli
 from handler.config import get_settings
-from handler.runtime import get_model
+from handler.loading import get_model
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -94,16 +94,16 @@ def test_function_role_is_checked() -> None:
 def test_an_event_for_the_other_role_names_the_role(tiny_model: Path) -> None:
     from handler.config import Settings
     from handler.errors import UnsupportedEvent
-    from handler.function import Function
+    from handler.function import LambdaFunction
+    from handler.loading import get_model
     from handler.local.context import LocalContext
-    from handler.runtime import get_model
     from tests.conftest import load_event
 
     model = get_model(tiny_model, 1)
-    batch = Function(Settings(model_dir=tiny_model, num_threads=1, role="batch"), model)
+    batch = LambdaFunction(Settings(model_dir=tiny_model, num_threads=1, role="batch"), model)
     with pytest.raises(UnsupportedEvent, match=r"role is 'batch'.*the API function"):
         batch(load_event("apigw-http-classify.json"), LocalContext())
-    api = Function(Settings(model_dir=tiny_model, num_threads=1, role="api"), model)
+    api = LambdaFunction(Settings(model_dir=tiny_model, num_threads=1, role="api"), model)
     with pytest.raises(UnsupportedEvent, match=r"role is 'api'.*the batch function"):
         api(load_event("s3-put.json"), LocalContext())
     assert api({"warmup": True}, LocalContext())["warm"] is True

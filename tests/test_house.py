@@ -175,3 +175,39 @@ def test_targets_recipes_and_fidelity_live_in_one_module() -> None:
             ):
                 spelled.setdefault(name, set()).add(node.value)
     assert not spelled, f"take these from handler.compiler.targets: {spelled}"
+
+
+def test_lambda_context_is_typed() -> None:
+    """Handlers take Mangum's LambdaContext Protocol, never `context: Any`."""
+    untyped = [
+        f"{name}:{node.lineno}"
+        for name, tree in modules().items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.arg)
+        and node.arg == "context"
+        and isinstance(node.annotation, ast.Name)
+        and node.annotation.id == "Any"
+    ]
+    assert not untyped, untyped
+
+
+def test_every_path_from_texts_to_answers_is_the_core_one() -> None:
+    """The API, S3 batch, the warm-up and the build's gate all call Classifier.answer; none
+    recomposes tokenise, infer and score itself (a change to postprocessing happens once)."""
+    steps = {"infer", "infer_reading", "scores", "reading"}
+    for name in (
+        "handler.api.app",
+        "handler.batch.job",
+        "handler.function",
+        "handler.compiler.gate",
+    ):
+        called = {
+            node.func.attr
+            for node in ast.walk(modules()[name])
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            # the emulated target's scores are another process's, computed by `answer` there
+            and not (isinstance(node.func.value, ast.Name) and node.func.value.id == "on_target")
+        }
+        assert "answer" in called, f"{name} does not call Classifier.answer"
+        assert not called & steps, f"{name} recomposes the core: {sorted(called & steps)}"

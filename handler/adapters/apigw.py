@@ -6,14 +6,17 @@ import base64
 import binascii
 import copy
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mangum import Mangum
 from mangum.types import Response
 
 from handler.api import create_app
 from handler.config import Settings
-from handler.runtime import LoadedModel
+from handler.loading import LoadedModel
+
+if TYPE_CHECKING:
+    from mangum.types import LambdaContext  # the Protocol of Lambda's context object
 
 
 class HttpAdapter(Mangum):
@@ -26,7 +29,7 @@ class HttpAdapter(Mangum):
       address read from the brackets.
     """
 
-    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def __call__(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         handler = self.infer(event, context)
         if event.get("isBase64Encoded") and not _is_base64(event.get("body")):
             return handler(_bad_request("the body is marked isBase64Encoded but is not base64"))
@@ -37,7 +40,7 @@ class HttpAdapter(Mangum):
         # As Mangum's own __call__ with lifespan="off" (the only mode this project uses).
         return _run(self, handler, scope)
 
-    def _with_ipv6_host(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def _with_ipv6_host(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         # ALB with multi-value headers on sends multiValueHeaders (lists) instead of headers.
         field = "multiValueHeaders" if event.get("multiValueHeaders") else "headers"
         headers = event.get(field) or {}

@@ -19,10 +19,12 @@ from handler.errors import (
     ObjectsFailed,
     UnsupportedEvent,
 )
+from handler.loading import LoadedModel
 from handler.observability import logger
-from handler.runtime import LoadedModel
 
 if TYPE_CHECKING:
+    from mangum.types import LambdaContext
+
     from handler.batch.shards import ShardStore
 
 
@@ -130,7 +132,7 @@ class BatchAdapter:
 
         return hand_off
 
-    def process(self, ref: ObjectRef, context: Any) -> dict[str, Any]:
+    def process(self, ref: ObjectRef, context: LambdaContext) -> dict[str, Any]:
         dest = self._destination()
         try:
             detect(ref.key)
@@ -179,7 +181,7 @@ class BatchAdapter:
             logger.warning(str(exc))
             return {"status": "skipped", "reason": str(exc)}
 
-    def handle_distributed(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def handle_distributed(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         """A step of the state machine: {"distributed": "plan"|"shard"|"merge", "job": ...}."""
         from handler.batch import shards
 
@@ -203,7 +205,9 @@ class BatchAdapter:
             max_ratio=self.settings.max_compression_ratio,
         )
 
-    def process_records(self, notification: dict[str, Any], context: Any) -> list[dict[str, Any]]:
+    def process_records(
+        self, notification: dict[str, Any], context: LambdaContext
+    ) -> list[dict[str, Any]]:
         """Every object of one S3 notification, each tried: one that fails (missing, malformed,
         throttled) does not keep the others from being classified. The failures are raised
         together after the others are done; a retry skips the finished ones (idempotent)."""
@@ -231,13 +235,13 @@ class BatchAdapter:
             raise MalformedEvent(message) from first  # a retry cannot mend them: poison
         raise ObjectsFailed(message) from first
 
-    def handle_s3(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def handle_s3(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return {"results": self.process_records(event, context)}
 
-    def handle_eventbridge(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def handle_eventbridge(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return {"results": [self.process(refs.ref(event, refs.EVENTBRIDGE), context)]}
 
-    def handle_sns(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def handle_sns(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         """S3 notifications fanned out through SNS (S3 -> SNS -> Lambda)."""
         results = []
         for i, record in enumerate(event["Records"]):
@@ -250,7 +254,7 @@ class BatchAdapter:
                 results += self.process_records(body, context)
         return {"results": results}
 
-    def handle_sqs(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def handle_sqs(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         """S3 notifications delivered through SQS (directly, or S3 -> SNS -> SQS), with partial
         batch failure reporting."""
         failures = []

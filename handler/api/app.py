@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from handler import strict_json
 from handler.api import errors as api_errors
+from handler.api.docs import docs_routes
 from handler.api.guard import RequestGuard
 from handler.api.schemas import (
     ClassifyRequest,
@@ -31,8 +32,8 @@ from handler.inference import LEGACY, TextResult, postprocess
 from handler.inference.classifier import Reading
 from handler.inference.postprocess import TopK
 from handler.inference.tokenizer import TextInput
+from handler.loading import LoadedModel
 from handler.observability import LOW_CONFIDENCE, record_prediction
-from handler.runtime import LoadedModel
 
 UNCERTAIN = "UNCERTAIN"
 TRUNCATED_HEADER = "x-truncated-inputs"
@@ -120,6 +121,7 @@ def _figures(results: list[TextResult], top: list[float], threshold: float, star
         truncated=sum(r.truncated for r in results),
         low_confidence=sum(s < threshold for s in top),
         latency_ms=(time.perf_counter() - started) * 1000,
+        rows=sum(r.windows for r in results),
     )
 
 
@@ -133,13 +135,16 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
         # or base path (/prod/classify/) that URL drops the prefix and leaves the API. A
         # trailing slash is a JSON 404 that names the route instead.
         redirect_slashes=False,
+        # /docs and /redoc are api/docs.py's: assets from the package, not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     api_errors.install(app)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     clf = model.classifier
     budget, budget_origin = request_budget(settings, clf.config.max_length)
 
-    async def answer(request: Request, inference_api: bool) -> JSONResponse:
+    async def respond(request: Request, inference_api_shape: bool) -> JSONResponse:
         # The body is parsed here, not by FastAPI, so that every malformation gets its own
         # clear message and code. The endpoint is async on purpose: Lambda serves one request
         # per environment, so a thread hop would only add latency.
@@ -153,14 +158,18 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
         if "top_k" in params.model_fields_set:
             top_k: TopK = params.top_k
         else:  # the pipeline: the best label; the Inference API: every label, best first
-            top_k = None if inference_api else LEGACY
+            top_k = None if inference_api_shape else LEGACY
         function = clf.resolve_function(params.function_to_apply)
         long_text = params.long_text or "truncate"
-        reading = clf.reading(texts, clf.encode(texts), long_text)
-        check_budget(reading, len(texts), budget, budget_origin)
-        results = clf.run_reading(reading)
-        scores = clf.scores(results, function)
-        answers: list[Any] = clf.format(scores, False, top_k)
+        said = clf.answer(
+            texts,
+            clf.encode(texts),
+            function_to_apply=function,
+            long_text=long_text,
+            admit=lambda reading: check_budget(reading, len(texts), budget, budget_origin),
+        )
+        results = said.results
+        answers: list[Any] = said.labelled(top_k)
         min_score = params.min_score if params.min_score is not None else settings.min_score
         if min_score is not None:
             answers = [apply_min_score(a, min_score) for a in answers]
@@ -168,8 +177,8 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
         # huggingface_hub's InferenceClient takes [0]); /classify answers as the pipeline.
         # /classify answers as the pipeline: one string -> [answer], one pair -> answer.
         wrap = isinstance(req.inputs, str)
-        body = answers if inference_api else postprocess.shape(answers, single, wrap)
-        top = [float(row.max()) for row in scores]
+        body = answers if inference_api_shape else postprocess.shape(answers, single, wrap)
+        top = [float(row.max()) for row in said.scores]
         _figures(results, top, min_score if min_score is not None else LOW_CONFIDENCE, started)
         truncated = [str(i) for i, r in enumerate(results) if r.truncated]
         headers = {TRUNCATED_HEADER: ",".join(truncated)} if truncated else {}
@@ -178,10 +187,10 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
         return JSONResponse(body, headers=headers or None)
 
     async def classify(request: Request) -> JSONResponse:
-        return await answer(request, inference_api=False)
+        return await respond(request, inference_api_shape=False)
 
-    async def inference_api(request: Request) -> JSONResponse:
-        return await answer(request, inference_api=True)
+    async def root(request: Request) -> JSONResponse:  # the Hugging Face Inference API's shape
+        return await respond(request, inference_api_shape=True)
 
     # HEAD too: load balancers and uptime checks ask with HEAD (headers, no body).
     async def health_head(request: Request) -> Response:
@@ -238,7 +247,7 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
         # `InferenceClient(model=API_URL).text_classification(text)` works unchanged.
         DocumentedRoute(
             "/",
-            inference_api,
+            root,
             "POST",
             summary="Classify (Hugging Face Inference API shape)",
             description="What huggingface_hub's InferenceClient.text_classification expects: one "
@@ -251,8 +260,8 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
         DocumentedRoute("/health", health, "GET", summary="Health", response=Health),
         DocumentedRoute("/model", describe, "GET", summary="Model", response=ModelInfo),
     ]
-    # Ahead of FastAPI's own (/openapi.json, /docs): matched in order, as before.
-    app.router.routes[:0] = served
+    # Ahead of FastAPI's own (/openapi.json): matched in order, as before.
+    app.router.routes[:0] = served + docs_routes(app.title, app.openapi_url or "/openapi.json")
 
     def openapi() -> dict[str, Any]:
         # Generated by FastAPI from the routes' own declarations, on the first request for it:

@@ -24,9 +24,10 @@ from typing import IO, Any, Protocol
 
 from handler import strict_json
 from handler.batch.formats import Inflation, Record, detect, records
-from handler.batch.refs import ObjectRef, later
+from handler.batch.published import already_done, newer_output, stale
+from handler.batch.refs import ObjectRef
 from handler.errors import OutOfTime
-from handler.inference import LEGACY, Classifier
+from handler.inference import Classifier
 from handler.inference.long_text import LONG_TEXT_MODES, TRUNCATE
 from handler.observability import LOW_CONFIDENCE, logger, record_prediction
 
@@ -137,6 +138,7 @@ def _record(lines: list[dict[str, Any]], tokens: int, started: float) -> None:
         truncated=sum(ln["truncated"] for ln in ok),
         low_confidence=sum(ln["score"] < LOW_CONFIDENCE for ln in ok),
         latency_ms=(time.perf_counter() - started) * 1000,
+        rows=sum(ln.get("windows", 1) for ln in ok),
     )
 
 
@@ -155,12 +157,14 @@ def classify_chunk(
     unreadable = {
         r.number: e.problem for (r, _), e in zip(texts, encoded, strict=True) if e.problem
     }
-    reading = classifier.reading(
-        [t for _, t, _ in good], [e for _, _, e in good], how.long_text, how.max_windows
+    said = classifier.answer(
+        [t for _, t, _ in good],
+        [e for _, _, e in good],
+        long_text=how.long_text,
+        max_windows=how.max_windows,
+        stop=stop,
     )
-    results = classifier.run_reading(reading, stop)
-    scores = classifier.scores(results, None)
-    answers = classifier.format(scores, single=False, top_k=LEGACY)
+    results, answers = said.results, said.labelled()
     by_number = {
         r.number: (a, res) for (r, _, _), a, res in zip(good, answers, results, strict=True)
     }
@@ -218,47 +222,10 @@ class Progress:
                 self.windowed += "windows" in line
 
 
-def already_done(
-    store: Store, dest: Destination, ref: ObjectRef, model_digest: str | None
-) -> dict[str, Any] | None:
-    """The complete summary of this very object (ETag) and model, if one was published."""
-    if not ref.etag:
-        return None
-    done: dict[str, Any] | None = store.get_json(dest.bucket, dest.key(ref.key, SUMMARY))
-    # A new model must reclassify: the summary records the digest it was made with.
-    if (
-        done is not None
-        and done.get("complete")
-        and done.get("source", {}).get("etag") == ref.etag
-        and done.get("model_sha256") == model_digest
-    ):
-        return done
-    return None
-
-
-def newer_output(store: Store, dest: Destination, ref: ObjectRef) -> dict[str, Any] | None:
-    """The source of a published output made from a later event of this key than `ref`'s (a
-    newer version), if there is one: an older version's late or retried event must never
-    replace it."""
-    done = store.get_json(dest.bucket, dest.key(ref.key, SUMMARY))
-    source = done.get("source") if isinstance(done, dict) else None
-    if isinstance(source, dict) and later(source.get("sequencer"), ref.sequencer):
-        return source
-    return None
-
-
-def stale(ref: ObjectRef, newer: dict[str, Any]) -> dict[str, Any]:
-    """Acknowledged, not retried: the newer version's output stays."""
-    logger.warning(
-        "stale event: the output was made from a later version of this key; left as it is",
-        extra={"key": ref.key, "version": ref.version_id, "newer_version": newer.get("version_id")},
-    )
-    return {
-        "status": "stale",
-        "source": asdict(ref),
-        "reason": f"the output was made from a later event of this key (version "
-        f"{newer.get('version_id')}, sequencer {newer.get('sequencer')})",
-    }
+def published(store: Store, dest: Destination, ref: ObjectRef) -> dict[str, Any] | None:
+    """The summary published for `ref`'s key, if any (one GET, read by both checks below)."""
+    found: dict[str, Any] | None = store.get_json(dest.bucket, dest.key(ref.key, SUMMARY))
+    return found if isinstance(found, dict) else None
 
 
 def classify_into(
@@ -362,11 +329,12 @@ def run(
             extra={"source_key_bytes": len(ref.key.encode()), "output_key": out_key},
         )
 
-    done = already_done(store, dest, ref, model_digest)
+    summary = published(store, dest, ref)
+    done = already_done(summary, ref, model_digest)
     if done is not None:
         logger.info("already classified: repeated event", extra={"key": out_key})
         return {**done, "status": "already_done"}
-    newer = newer_output(store, dest, ref)
+    newer = newer_output(summary, ref)
     if newer is not None:
         return stale(ref, newer)
 
@@ -405,7 +373,8 @@ def run(
                 stats = {**asdict(progress), "error_kinds": dict(kinds)}
                 done_so_far = Done(path, progress.records, os.path.getsize(path), stats)
             return hand_off(pinned, "time", done_so_far, how)
-        newer = newer_output(store, dest, ref)  # a later version may have landed meanwhile
+        # A later version may have landed meanwhile.
+        newer = newer_output(published(store, dest, ref), ref)
         if newer is not None:
             _close(stream)
             return stale(ref, newer)

@@ -59,13 +59,12 @@ from handler.batch.job import (
     LongTexts,
     Progress,
     Store,
-    already_done,
     classify_into,
-    newer_output,
+    published,
     staged_file,
-    stale,
     summarize,
 )
+from handler.batch.published import already_done, newer_output, stale
 from handler.batch.refs import ObjectRef
 from handler.errors import MalformedEvent, ModelChanged, ObjectChanged, ShardMismatch
 from handler.inference import Classifier
@@ -384,10 +383,11 @@ def merge(job: Job, store: ShardStore, model_digest: str | None) -> dict[str, An
     """Publish the parts as the one output object, then the summary; clean the work files."""
     dest = job.output
     ref = job.source
-    done = already_done(store, dest, ref, job.model_sha256)
+    summary = published(store, dest, ref)
+    done = already_done(summary, ref, job.model_sha256)
     if done is not None:  # a re-run after a complete merge: nothing to do, nothing to undo
         return {**done, "status": "already_done"}
-    newer = newer_output(store, dest, ref)
+    newer = newer_output(summary, ref)
     if newer is not None:  # a later version's output was published meanwhile: it stays
         return stale(ref, newer)
     _check_model(job, model_digest)

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from handler.compiler import progress
+from handler.datafiles import Labelled
 from handler.errors import GateFailed
-from handler.evaluate import Labelled, multi_hot
+from handler.evaluate import multi_hot
 from handler.inference import Classifier
 from handler.inference.postprocess import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from handler.inference.tokenizer import TextInput
@@ -75,7 +76,7 @@ def scores(
     with progress.bar(len(texts), desc, unit="text", leave=False) as shown:
         for start in range(0, len(texts), PROGRESS_CHUNK):
             chunk = texts[start : start + PROGRESS_CHUNK]
-            parts.append(classifier.scores(classifier.run_for_measurement(chunk), function))
+            parts.append(classifier.answer(chunk, function_to_apply=function).scores)
             shown.update(len(chunk))
     if not parts:
         return np.zeros((0, len(classifier.id2label)), dtype=np.float32)
@@ -148,7 +149,7 @@ def batch_invariance(
 ) -> dict[str, Any]:
     """Each text alone vs inside padded batches of every size, length-sorted and shuffled."""
     encoded = candidate.tokenizer.encode(texts)
-    alone = np.concatenate([candidate.run_encoded([e]) for e in encoded])
+    alone = np.concatenate([candidate.logits([e]) for e in encoded])
     alone_scores = candidate.scores_from_logits(alone)
     worst_diff, flips, runs = 0.0, 0, []
     rng = random.Random(0)
@@ -161,7 +162,7 @@ def batch_invariance(
             logits = np.zeros_like(alone)
             for start in range(0, len(order), size):
                 idx = order[start : start + size]
-                logits[idx] = candidate.run_encoded([encoded[i] for i in idx])
+                logits[idx] = candidate.logits([encoded[i] for i in idx])
                 shown.update(len(idx))
             batched = candidate.scores_from_logits(logits)
             diff = float(np.abs(batched - alone_scores).max())
@@ -177,7 +178,7 @@ def batch_invariance(
     for group in groups:
         for start in range(0, len(group), max(sizes)):
             idx = group[start : start + max(sizes)]
-            same[idx] = candidate.run_encoded([encoded[i] for i in idx])
+            same[idx] = candidate.logits([encoded[i] for i in idx])
             batched_rows += len(idx) if len(idx) > 1 else 0
     same_diff = float(np.abs(candidate.scores_from_logits(same) - alone_scores).max())
     return {
@@ -193,12 +194,12 @@ def batch_invariance(
 def throughput(candidate: Classifier, texts: Sequence[TextInput]) -> dict[str, float]:
     """Texts/s as served (length-sorted micro-batches) and one text per run, same session."""
     start = time.perf_counter()
-    candidate.run_for_measurement(texts)
+    candidate.answer(texts)
     served = time.perf_counter() - start
     encoded = candidate.tokenizer.encode(texts)
     start = time.perf_counter()
     for e in encoded:
-        candidate.run_encoded([e])
+        candidate.logits([e])
     one_by_one = time.perf_counter() - start
     return {
         "served_texts_per_s": round(len(texts) / served, 1),

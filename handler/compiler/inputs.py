@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from handler.compiler.fetch import Source
+from handler.datafiles import Labelled, read_labelled
 from handler.errors import BuildError
-from handler.evaluate import Labelled, read_labelled
 from handler.inference.classifier import ModelConfig
 from handler.inference.postprocess import SINGLE_LABEL
 

@@ -32,8 +32,8 @@ from handler.compiler import (
 )
 from handler.compiler.fetch import DEFAULT_MODEL, SnapshotDownload, fetch
 from handler.compiler.inputs import load_eval, model_config
+from handler.datafiles import read_texts
 from handler.errors import BuildError
-from handler.evaluate import read_texts
 from handler.inference.classifier import RUNTIME_CONFIG, Classifier, ModelConfig
 from handler.inference.postprocess import task_of
 from handler.inference.session import create_session

@@ -133,7 +133,8 @@ TARGETS: dict[str, Target] = {
         "any x86-64, VNNI or not (AVX2-safe recipes only: no VPMADDUBSW saturation)",
         # w7a8 with the calibrated refinements (Refinements, balanced): on 5,500
         # out-of-domain selection texts, 64 flips and score-difference p99 0.043, against
-        # 79 / 0.053 for "mixed" and 78 / 0.058 for w8a7 (docs/decisions/2026-11-30-fidelity-refinements.md).
+        # 79 / 0.053 for "mixed" and 78 / 0.058 for w8a7
+        # (docs/decisions/2026-11-30-fidelity-refinements.md).
         recipes=("w7a8",),
     ),
     "x86-vnni": Target(
@@ -236,7 +237,8 @@ class Refinements:
 
 KIND_NAMES = {"norm": "layernorm outputs", "gelu": "gelu outputs", "other": "other inputs"}
 FIDELITY: dict[str, Refinements] = {
-    # Chosen on 5,500 out-of-domain selection texts (docs/decisions/2026-11-30-fidelity-refinements.md).
+    # Chosen on 5,500 out-of-domain selection texts
+    # (docs/decisions/2026-11-30-fidelity-refinements.md).
     "balanced": Refinements(),
     # 16 channels apart: 40 flips of 5,500 and p99 0.031 (w7a8), 34 and 0.024 (w8a8), against
     # 44 / 0.036 and 35 / 0.026 with 4; on GELU outputs alone 4 beat 16 (64 / 0.043, 71 / 0.049).

@@ -1,4 +1,6 @@
-"""Classifier.from_dir(dir).predict(texts): tokenise, feed declared inputs, run, postprocess."""
+"""Classifier.from_dir(dir): texts in, answers out. `answer` is the one way from texts to answers
+(tokenise or take the caller's tokens, read, infer in micro-batches, score); `predict` is the
+transformers pipeline's contract on top of it."""
 
 from __future__ import annotations
 
@@ -20,8 +22,6 @@ from handler.inference.session import create_session
 from handler.inference.tokenizer import INPUT_NAMES, Encoded, TextInput, TextTokenizer
 
 RUNTIME_CONFIG = "config.json"
-# Inputs this core knows how to produce; a graph declaring anything else is refused at load.
-KNOWN_INPUTS = INPUT_NAMES
 BATCHING_MODES = ("per_text", "padded", "same_length")
 
 
@@ -109,6 +109,22 @@ class Reading:
         return [r.length for r in self.rows]
 
 
+@dataclass(frozen=True)
+class Answers:
+    """What the model says of some texts, in input order: each text's result (logits, tokens,
+    truncation, windows) and scores ([texts, labels], after the scoring function)."""
+
+    results: list[TextResult]
+    scores: FloatArray
+    id2label: Mapping[int, str]
+
+    def labelled(self, top_k: TopK = LEGACY) -> list[Any]:
+        """Each text's answer as the pipeline gives it: {label, score}, or with `top_k` given a
+        score-sorted list of that many labels (None: all)."""
+        rows = np.asarray(self.scores, dtype=np.float32).tolist()  # one conversion for all rows
+        return [postprocess.format_scores(row, self.id2label, top_k) for row in rows]
+
+
 def text_problem(text: object) -> str | None:
     """Why `text` (or a pair's member) cannot be classified, or None. Empty text is an error,
     not a guess."""
@@ -175,11 +191,12 @@ class Classifier:
         self, session: ort.InferenceSession, tokenizer: TextTokenizer, config: ModelConfig
     ) -> None:
         declared = [i.name for i in session.get_inputs()]
-        unknown = [name for name in declared if name not in KNOWN_INPUTS]
+        # The inputs this core knows how to produce; a graph declaring anything else is refused.
+        unknown = [name for name in declared if name not in INPUT_NAMES]
         if unknown or "input_ids" not in declared:
             raise ArtifactError(
                 f"graph inputs {declared} not supported: expected input_ids and optionally "
-                f"{', '.join(KNOWN_INPUTS[1:])}"
+                f"{', '.join(INPUT_NAMES[1:])}"
             )
         self.session = session
         self.tokenizer = tokenizer
@@ -211,15 +228,33 @@ class Classifier:
         session = create_session(folder / config.model_file, threads, config.pre_optimized)
         return cls(session, tokenizer, config)
 
-    # -- named steps -------------------------------------------------------------------------
+    # -- the one way from texts to answers -----------------------------------------------------
 
-    def run_encoded(self, batch: Sequence[Encoded]) -> FloatArray:
-        """Logits of one padded batch, as given (no sorting, no splitting)."""
-        feed = self.tokenizer.pad(batch, self.input_names)
-        out: FloatArray = self.session.run([self.output_name], feed)[0]
-        if out.dtype != np.float32 or out.ndim != 2:  # [batch, labels] float32 as exported
-            out = np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
-        return out
+    def answer(
+        self,
+        texts: Sequence[TextInput],
+        encoded: Sequence[Encoded] | None = None,
+        *,
+        function_to_apply: str | None = None,
+        long_text: str = TRUNCATE,
+        max_windows: int | None = None,
+        stop: Callable[[], bool] | None = None,
+        admit: Callable[[Reading], None] | None = None,
+    ) -> Answers:
+        """Texts in, answers out: what the API, S3 batch, the warm-up, the build's gate and
+        `predict` all run, so a change to reading, inference or scoring happens here once.
+
+        `encoded`: the texts as the caller tokenised them (`encode` refuses unreadable texts;
+        `tokenizer.encode` does not); None: tokenised here, nothing refused (the gate and `eval`
+        measure the whole file they are given). `admit` sees what will run before any of it
+        does (the API's token budget raises there). `stop`: see `infer`."""
+        if encoded is None:
+            encoded = self.tokenizer.encode(list(texts)) if texts else []
+        reading = self.reading(texts, encoded, long_text, max_windows)
+        if admit is not None:
+            admit(reading)
+        results = self.infer_reading(reading, stop)
+        return Answers(results, self.scores(results, function_to_apply), self.id2label)
 
     def encode(self, texts: Sequence[object]) -> list[Encoded]:
         """Every text checked and tokenised; the error names the first that cannot be used."""
@@ -230,13 +265,6 @@ class Classifier:
             if problem is not None:
                 raise InvalidInput(f"input {i} {problem}")
         return encoded
-
-    def run(self, texts: Sequence[object], long_text: str = TRUNCATE) -> list[TextResult]:
-        """Tokenise and run every text; results come back in input order."""
-        encoded = self.encode(texts)
-        if long_text == TRUNCATE:
-            return self.run_all(encoded)
-        return self.run_reading(self.reading(texts, encoded, long_text))  # type: ignore[arg-type]
 
     def reading(
         self,
@@ -250,7 +278,7 @@ class Classifier:
         text is cut, and its answer flagged truncated)."""
         check_mode(long_text)
         if long_text == TRUNCATE or not any(e.truncated for e in encoded):
-            return Reading(list(encoded))  # one row per text: run_reading needs no spans
+            return Reading(list(encoded))  # one row per text: infer_reading needs no spans
         rows: list[Encoded] = []
         spans = []
         for text, enc in zip(texts, encoded, strict=True):
@@ -272,12 +300,12 @@ class Classifier:
             self._windows_tok = self.tokenizer.clone((policy.window, policy.overlap))
         return self._windows_tok
 
-    def run_reading(
+    def infer_reading(
         self, reading: Reading, stop: Callable[[], bool] | None = None
     ) -> list[TextResult]:
         """Run a reading's rows (all texts' windows in shared micro-batches); one result per
         text, in order."""
-        results = self.run_all(reading.rows, stop)
+        results = self.infer(reading.rows, stop)
         if not reading.windowed:
             return results
         out = []
@@ -299,13 +327,15 @@ class Classifier:
             )
         return out
 
-    def run_for_measurement(self, texts: Sequence[TextInput]) -> list[TextResult]:
-        """Run every text, including those the serving paths refuse as unreadable (nothing but
-        special or unknown tokens): the build's gate and `eval` measure the model on the whole
-        file they are given."""
-        return self.run_all(self.tokenizer.encode(list(texts)))
+    def logits(self, batch: Sequence[Encoded]) -> FloatArray:
+        """Logits of one padded batch, as given (no sorting, no splitting)."""
+        feed = self.tokenizer.pad(batch, self.input_names)
+        out: FloatArray = self.session.run([self.output_name], feed)[0]
+        if out.dtype != np.float32 or out.ndim != 2:  # [batch, labels] float32 as exported
+            out = np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
+        return out
 
-    def run_all(
+    def infer(
         self, encoded: Sequence[Encoded], stop: Callable[[], bool] | None = None
     ) -> list[TextResult]:
         """Run tokenised texts (in micro-batches where the graph allows); input order kept.
@@ -328,7 +358,7 @@ class Classifier:
         for n, idx in enumerate(groups):
             if n and stop is not None and stop():
                 raise OutOfTime(f"stopped with {len(groups) - n} of {len(groups)} runs to do")
-            for i, row in zip(idx, self.run_encoded([encoded[i] for i in idx]), strict=True):
+            for i, row in zip(idx, self.logits([encoded[i] for i in idx]), strict=True):
                 logits[i] = row
         return [
             TextResult(logits=lg, num_tokens=enc.length, truncated=enc.truncated)
@@ -366,14 +396,6 @@ class Classifier:
     ) -> FloatArray:
         return postprocess.apply(self.resolve_function(function_to_apply), logits)
 
-    def format(
-        self, scores: FloatArray, single: bool, top_k: TopK = LEGACY
-    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]] | list[Any]:
-        rows = np.asarray(scores, dtype=np.float32).tolist()  # one conversion for every row
-        answers = [postprocess.format_scores(row, self.id2label, top_k) for row in rows]
-        shaped: list[Any] = postprocess.shape(answers, single)
-        return shaped
-
     def predict(
         self,
         inputs: str | Mapping[str, str] | Sequence[str | Mapping[str, str]],
@@ -403,7 +425,9 @@ class Classifier:
         texts = [
             pair_of(item, i) if isinstance(item, Mapping) else item for i, item in enumerate(items)
         ]
-        scores = self.scores(self.run(texts, long_text), function_to_apply)
-        answers = self.format(scores, False, top_k)
+        checked = check_texts(texts)
+        answers = self.answer(
+            checked, self.encode(checked), function_to_apply=function_to_apply, long_text=long_text
+        ).labelled(top_k)
         # The pipeline: one string answers [answer]; one {text, text_pair} answers the answer.
         return postprocess.shape(answers, single, wrap=isinstance(inputs, str))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -20,6 +21,8 @@ class LocalContext:
     function_version: str = "$LATEST"
     log_group_name: str = "/aws/lambda/text-classifier-local"
     log_stream_name: str = "local"
+    identity: Any = None  # mobile apps only (Cognito)
+    client_context: Any = None  # mobile apps only
 
     def get_remaining_time_in_millis(self) -> int:
         return int((self.timeout_s - (time.monotonic() - self._start)) * 1000)

@@ -17,9 +17,9 @@ from moto import mock_aws
 
 from handler.adapters.s3_store import S3Store, make_client
 from handler.config import Settings
-from handler.function import Function, make_lambda_handler
+from handler.function import LambdaFunction, make_lambda_handler
+from handler.loading import get_model
 from handler.local.context import LocalContext
-from handler.runtime import get_model
 from tests.conftest import load_event
 
 INPUT, OUTPUT = "classifier-input", "classifier-output"
@@ -66,7 +66,7 @@ def _with_buckets(client: Any) -> Any:
 class Batch:
     client: Any
     handler: Any
-    function: Function
+    function: LambdaFunction
     settings: Settings
 
     def upload(self, key: str, data: bytes | str) -> dict[str, Any]:
@@ -117,7 +117,7 @@ def batch(s3: Any, tiny_model: Path) -> Batch:
         output_prefix="predictions/",
         batch_chunk_size=4,
     )
-    function = Function(settings, get_model(tiny_model, 1), S3Store(s3))
+    function = LambdaFunction(settings, get_model(tiny_model, 1), S3Store(s3))
     return Batch(s3, make_lambda_handler(function), function, settings)
 
 

@@ -24,9 +24,9 @@ from moto import mock_aws
 
 from handler.adapters.s3_store import S3Store, make_client
 from handler.config import Settings
-from handler.function import Function, make_lambda_handler
+from handler.function import LambdaFunction, make_lambda_handler
+from handler.loading import get_model
 from handler.local.context import LocalContext
-from handler.runtime import get_model
 from tests.adapters.conftest import s3_event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,12 +70,12 @@ class Cloud:
     s3: Any
     sfn: Any
     machine: str
-    distributed: Function  # the deployed batch function: hands big objects to the machine
-    single: Function  # the same model, no state machine: the single-invocation path
+    distributed: LambdaFunction  # the deployed batch function: hands big objects to the machine
+    single: LambdaFunction  # the same model, no state machine: the single-invocation path
     calls: list[dict[str, Any]]
     faults: dict[Any, str]  # (step, shard index) -> error to raise on its first call
 
-    def handler(self, function: Function) -> Any:
+    def handler(self, function: LambdaFunction) -> Any:
         return make_lambda_handler(function)
 
     def upload(self, key: str, body: bytes) -> dict[str, Any]:
@@ -155,7 +155,7 @@ def cloud(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
             output_prefix="predictions/",
             batch_chunk_size=64,
         )
-        distributed = Function(
+        distributed = LambdaFunction(
             dataclasses.replace(
                 base, state_machine_arn=machine, distributed_min_bytes=1 << 20, shard_records=30_000
             ),
@@ -163,7 +163,7 @@ def cloud(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
             S3Store(s3),
         )
         cloud = Cloud(
-            s3, sfn, machine, distributed, Function(base, model, S3Store(s3)), calls, faults
+            s3, sfn, machine, distributed, LambdaFunction(base, model, S3Store(s3)), calls, faults
         )
 
         def invoke(self: Any, event: Any = None) -> tuple[str, bool, str]:

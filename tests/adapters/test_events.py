@@ -100,7 +100,7 @@ def test_logs_carry_request_id_and_cold_start_but_never_text(
     names = {
         m["Name"] for doc in metrics for d in doc["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]
     }
-    assert {"Latency", "Texts", "Tokens", "Truncations", "LowConfidence", "BatchSize"} <= names
+    assert {"Latency", "Texts", "Tokens", "Truncations", "LowConfidence", "Rows"} <= names
 
 
 def test_second_invocation_does_not_reload_the_model(tiny_model: Path) -> None:

@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 
 from handler.config import Settings
-from handler.function import Function, make_lambda_handler
+from handler.function import LambdaFunction, make_lambda_handler
+from handler.loading import get_model
 from handler.local.context import LocalContext
-from handler.runtime import get_model
 from tests.conftest import load_event
 
 
 def make_handler(model_dir: Path, **overrides: Any) -> Any:
     settings = Settings(model_dir=model_dir, num_threads=1, **overrides)
-    return make_lambda_handler(Function(settings, get_model(model_dir, 1)))
+    return make_lambda_handler(LambdaFunction(settings, get_model(model_dir, 1)))
 
 
 def http_event(

@@ -60,3 +60,20 @@ def test_the_token_budget_counts_every_window(tiny_model: Path) -> None:
     assert (
         code == 413 and "every window counted" in got["error"] and "budget is 100" in got["error"]
     )
+
+
+def test_the_rows_metric_counts_every_window(
+    handler: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`Rows` is what the model ran (a window each), `Texts` what was asked: they differ exactly
+    by the windows, where the old `BatchSize` always equalled `Texts`."""
+    import json
+
+    capsys.readouterr()
+    body = {"inputs": [TEXT, "good"], "parameters": {"long_text": "windows"}}
+    code, _, headers = call(handler, http_event(body))
+    assert code == 200
+    windows = sum(int(n) for n in headers["x-long-text-windows"].split(","))
+    docs = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if '"_aws"' in ln]
+    figures = next(d for d in docs if "Rows" in d)
+    assert figures["Texts"] == [2.0] and figures["Rows"] == [float(windows)] and windows > 2

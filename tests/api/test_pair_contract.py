@@ -181,8 +181,8 @@ def test_the_gate_measured_pairs(models: Any) -> None:
 
 
 def test_pair_files_are_read_as_pairs(tmp_path: Path) -> None:
+    from handler.datafiles import read_labelled, read_texts
     from handler.errors import InvalidInput
-    from handler.evaluate import read_labelled, read_texts
 
     data = read_labelled(pairs_tsv(tmp_path / "eval.tsv"), dict(enumerate(LABELS)))
     assert data.texts[0] == (PAIRS[0]["text"], PAIRS[0]["text_pair"]) and data.labels[:3] == [

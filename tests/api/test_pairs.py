@@ -34,8 +34,8 @@ def test_one_pair_answers_one_answer_and_a_list_one_each(handler: Any) -> None:
 
 def test_a_pair_is_not_its_text_alone(tiny_model: Path) -> None:
     clf = Classifier.from_dir(tiny_model)
-    pair = clf.run([("the movie was good", "awful and dull")])[0]
-    alone = clf.run(["the movie was good"])[0]
+    pair = clf.answer([("the movie was good", "awful and dull")]).results[0]
+    alone = clf.answer(["the movie was good"]).results[0]
     assert pair.num_tokens > alone.num_tokens
     assert not (pair.logits == alone.logits).all()
 

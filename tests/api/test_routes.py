@@ -189,9 +189,10 @@ def test_building_the_app_does_not_import_pydantic_v1(tiny_model: Path) -> None:
     """FastAPI imports pydantic.v1 (~75 ms of a cold start) when a route has a response model;
     the app's routes declare none, so an API function's init never pays for it."""
     script = (
-        "import sys; from handler.function import Function; from handler.config import Settings;"
-        "from handler.runtime import get_model; from pathlib import Path;"
-        f"m = Path({str(tiny_model)!r}); Function(Settings(model_dir=m, num_threads=1, "
+        "import sys; from handler.function import LambdaFunction;"
+        "from handler.config import Settings;"
+        "from handler.loading import get_model; from pathlib import Path;"
+        f"m = Path({str(tiny_model)!r}); LambdaFunction(Settings(model_dir=m, num_threads=1, "
         "role='api'), get_model(m, 1));"
         "print('pydantic.v1' in sys.modules)"
     )

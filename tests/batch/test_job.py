@@ -164,14 +164,14 @@ def test_the_deadline_is_asked_between_micro_batches_of_a_chunk(tiny_model: Path
     body = b"".join(b"great %d\n" % i for i in range(200))
     items = iter(records(io.BytesIO(body), ".txt", False))
     runs = 0
-    real = clf.run_encoded
+    real = clf.logits
 
     def counted(batch: Any) -> Any:
         nonlocal runs
         runs += 1
         return real(batch)
 
-    clf.run_encoded = counted  # type: ignore[method-assign]
+    clf.logits = counted  # type: ignore[method-assign]
     stop = CountingStop(allowed=2)
     out, progress = io.BytesIO(), Progress()
     finished = classify_into(out, items, clf, progress, Counter(), 256, stop)

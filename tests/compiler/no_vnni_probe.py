@@ -58,8 +58,8 @@ def main(argv: list[str]) -> None:
 
     model_dir, texts = Path(argv[0]), json.loads(argv[1])
     clf = Classifier.from_dir(model_dir)
-    alone = np.concatenate([clf.run_encoded([e]) for e in clf.tokenizer.encode(texts)])
-    batched = clf.run_encoded(clf.tokenizer.encode(texts))
+    alone = np.concatenate([clf.logits([e]) for e in clf.tokenizer.encode(texts)])
+    batched = clf.logits(clf.tokenizer.encode(texts))
     with np.load(argv[2]) as data:
         inputs = {name: data[name] for name in data.files}
     np.savez(argv[3], **integer_gemms(model_dir / clf.config.model_file, inputs))

@@ -12,8 +12,8 @@ import pytest
 
 from handler.compiler import agreement, on_target, targets
 from handler.compiler.pipeline import BuildOptions, build
+from handler.datafiles import read_texts
 from handler.errors import GateFailed, InvalidInput
-from handler.evaluate import read_texts
 from handler.inference.postprocess import REGRESSION, SINGLE_LABEL
 from tests import tiny
 

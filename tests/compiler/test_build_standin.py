@@ -15,8 +15,9 @@ import pytest
 
 from handler.compiler import per_token, targets
 from handler.compiler.pipeline import BuildOptions, build
+from handler.datafiles import read_labelled
 from handler.errors import ArtifactError, GateFailed
-from handler.evaluate import evaluate, read_labelled
+from handler.evaluate import evaluate
 from handler.inference import Classifier
 from handler.inference.tokenizer import TextTokenizer
 from handler.manifest import check_files
@@ -111,7 +112,7 @@ def test_verify_command_catches_a_changed_file(standin_built: Path, tmp_path: Pa
 def test_a_cut_short_weights_file_is_refused_at_load_naming_it(
     standin_built: Path, tmp_path: Path
 ) -> None:
-    from handler.runtime import load_model
+    from handler.loading import load_model
 
     copy = tmp_path / "m"
     copy.mkdir()

@@ -76,7 +76,7 @@ def test_bert_export_feeds_token_type_ids_and_matches_torch(
 
     clf = Classifier.from_dir(out)
     texts = ["good film", "the plot was bad and dull , not fun"]
-    ours = np.stack([r.logits for r in clf.run(texts)])
+    ours = np.stack([r.logits for r in clf.answer(texts).results])
     model = AutoModelForSequenceClassification.from_pretrained(str(bert_folder)).eval()
     with torch.no_grad():
         for text, row in zip(texts, ours, strict=True):

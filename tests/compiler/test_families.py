@@ -16,8 +16,8 @@ import pytest
 
 from handler.compiler.gate import Gate
 from handler.compiler.pipeline import BuildOptions, build
+from handler.datafiles import read_labelled
 from handler.errors import BuildError, GateFailed
-from handler.evaluate import read_labelled
 from handler.inference import Classifier
 from tests.api.helpers import call, http_event, make_handler
 
@@ -428,7 +428,7 @@ def test_multi_label_gate_measures_decisions_per_label(tmp_path: Path) -> None:
     assert v["task"] == "multi_label"
     assert 0.9 <= v["agreement"] <= 1.0 and "texts_with_every_decision_agreeing" in v
     clf = Classifier.from_dir(tmp_path / "o")
-    sig = clf.scores(clf.run(CORPUS[:5]), None)
+    sig = clf.answer(CORPUS[:5]).scores
     assert np.all((sig >= 0) & (sig <= 1))  # sigmoid per label, not a softmax over labels
 
 

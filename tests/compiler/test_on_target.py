@@ -82,7 +82,7 @@ def test_an_arm64_build_is_verified_on_an_emulated_graviton(tmp_path: Path) -> N
     assert EMULATOR is not None
     texts = [line.split("\t")[0] for line in eval_tsv.read_text().splitlines()[1:]][:20]
     host = Classifier.from_dir(out)
-    host_scores = host.scores(host.run_for_measurement(texts), None)
+    host_scores = host.answer(texts).scores
     target_scores = EMULATOR.scores(out, texts, None)
     assert target_scores.shape == host_scores.shape
     assert (target_scores.argmax(1) == host_scores.argmax(1)).all()
@@ -97,7 +97,7 @@ class FakeTarget:
 
     def scores(self, model_dir: Path, texts: list[str], function: str | None) -> Any:
         clf = Classifier.from_dir(model_dir)
-        return clf.scores(clf.run_for_measurement(texts), function)
+        return clf.answer(texts, function_to_apply=function).scores
 
     def batch_invariance(self, model_dir: Path, texts: list[str]) -> dict[str, Any]:
         return {
@@ -214,13 +214,13 @@ def test_a_target_exact_without_padding_batches_texts_of_equal_length(
     # Served so: every run holds texts of one token length, and answers are each text's own.
     texts = [line.split("\t")[0] for line in eval_tsv.read_text().splitlines()[1:]][:24]
     seen: list[list[int]] = []
-    real = clf.run_encoded
+    real = clf.logits
 
     def spy(batch: Any) -> Any:
         seen.append([e.length for e in batch])
         return real(batch)
 
-    clf.run_encoded = spy  # type: ignore[method-assign]
+    clf.logits = spy  # type: ignore[method-assign]
     together = clf.predict(texts)
     assert all(len(set(lengths)) == 1 for lengths in seen) and any(len(b) > 1 for b in seen)
     assert together == [clf.predict(t)[0] for t in texts]

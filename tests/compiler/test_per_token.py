@@ -280,7 +280,7 @@ def test_default_artifact_never_saturates_without_vnni(standin_built: Path, tmp_
     alone = np.asarray(emulated["alone"], dtype=np.float32)
     assert np.array_equal(np.asarray(emulated["batched"], dtype=np.float32), alone)
     clf = Classifier.from_dir(standin_built)
-    native = np.concatenate([clf.run_encoded([e]) for e in clf.tokenizer.encode(HELD_OUT)])
+    native = np.concatenate([clf.logits([e]) for e in clf.tokenizer.encode(HELD_OUT)])
     assert np.array_equal(alone.argmax(axis=1), native.argmax(axis=1))
     scores = [clf.scores_from_logits(x, None) for x in (alone, native)]
     assert float(np.abs(scores[0] - scores[1]).max()) <= CROSS_ISA_SCORE_TOLERANCE

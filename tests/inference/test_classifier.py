@@ -49,7 +49,7 @@ def test_top_k_one_on_a_list_nests(clf: Classifier) -> None:
 
 
 def test_function_to_apply(clf: Classifier) -> None:
-    logits = clf.run(["good"])[0].logits
+    logits = clf.answer(["good"]).results[0].logits
     raw = clf.predict("good", top_k=None, function_to_apply="none")
     assert sorted(d["score"] for d in raw) == pytest.approx(sorted(logits.tolist()))
     sig = clf.predict("good", top_k=None, function_to_apply="sigmoid")
@@ -91,7 +91,7 @@ def test_empty_list_gives_empty_answer(clf: Classifier) -> None:
 
 def test_long_text_is_truncated_and_says_so(clf: Classifier) -> None:
     long = "great " * 5000
-    result = clf.run([long, "good"])
+    result = clf.answer([long, "good"]).results
     assert result[0].truncated and result[0].num_tokens == tiny.MAX_LENGTH
     assert not result[1].truncated and result[1].num_tokens == 3
     assert clf.predict(long)[0]["label"] == "POSITIVE"
@@ -106,8 +106,8 @@ def test_int8_predictions_do_not_depend_on_batch_mates(clf: Classifier) -> None:
     # Per-token int8 runs in padded micro-batches; each token's scale is its own.
     assert clf.config.batching == "padded"
     texts = ["good", "awful boring plot and a bad film " * 3, "i loved the plot", "dull"] * 5
-    together = clf.scores(clf.run(texts), None)
-    alone = np.concatenate([clf.scores(clf.run([t]), None) for t in texts])
+    together = clf.answer(texts).scores
+    alone = np.concatenate([clf.answer([t]).scores for t in texts])
     np.testing.assert_allclose(together, alone, atol=1e-6)
     assert (together.argmax(1) == alone.argmax(1)).all()
 
@@ -116,8 +116,8 @@ def test_fp32_padded_batches_are_invariant(tiny_fp32_model: Path) -> None:
     clf = Classifier.from_dir(tiny_fp32_model)
     assert clf.config.batching == "padded"
     texts = ["good", "awful boring plot and a bad film " * 3, "i loved the plot", "dull"] * 20
-    together = clf.scores(clf.run(texts), None)
-    alone = np.concatenate([clf.scores(clf.run([t]), None) for t in texts])
+    together = clf.answer(texts).scores
+    alone = np.concatenate([clf.answer([t]).scores for t in texts])
     np.testing.assert_allclose(together, alone, atol=1e-6)
 
 
@@ -132,7 +132,7 @@ def test_three_labels_from_id2label(tmp_path: Path) -> None:
 def test_multi_label_defaults_to_sigmoid(tmp_path: Path) -> None:
     out = build_tiny(tmp_path, target="none", problem_type="multi_label_classification")
     clf = Classifier.from_dir(out)
-    logits = clf.run(["good"])[0].logits
+    logits = clf.answer(["good"]).results[0].logits
     answer = clf.predict("good", top_k=None)
     assert sorted(d["score"] for d in answer) == pytest.approx(
         sorted((1 / (1 + np.exp(-logits))).tolist()), abs=1e-6
@@ -163,7 +163,7 @@ def test_stored_tokenizer_settings_are_not_trusted(tiny_model: Path, tmp_path: P
         (copy / p.name).write_bytes(p.read_bytes())
     (copy / "tokenizer.json").write_text(json.dumps(data))
     clf = Classifier.from_dir(copy)
-    res = clf.run(["good", "great " * 100])
+    res = clf.answer(["good", "great " * 100]).results
     assert res[0].num_tokens == 3 and res[1].num_tokens == tiny.MAX_LENGTH and res[1].truncated
 
 

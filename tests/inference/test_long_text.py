@@ -29,8 +29,8 @@ def clf(tiny_model: Path) -> Classifier:
 
 def test_a_text_that_fits_gets_the_truncate_answer_bit_for_bit(clf: Classifier) -> None:
     for text in SHORT:
-        truncate = clf.scores(clf.run([text]), None)
-        windows = clf.run([text], "windows")
+        truncate = clf.answer([text]).scores
+        windows = clf.answer([text], long_text="windows").results
         assert windows[0].windows == 1 and windows[0].window_logits is None
         assert np.array_equal(clf.scores(windows, None), truncate)
 
@@ -39,8 +39,8 @@ def test_fitting_texts_keep_their_answers_beside_long_ones(clf: Classifier) -> N
     """Batch invariance with windows: the long texts' windows join the same padded
     micro-batches; the short texts' scores are what they are alone."""
     texts = [SHORT[0], LONG, SHORT[1], LONG_NEGATIVE, SHORT[2], SHORT[3]] * 3
-    mixed = clf.scores(clf.run(texts, "windows"), None)
-    alone = np.concatenate([clf.scores(clf.run([t], "windows"), None) for t in texts])
+    mixed = clf.answer(texts, long_text="windows").scores
+    alone = np.concatenate([clf.answer([t], long_text="windows").scores for t in texts])
     np.testing.assert_allclose(mixed, alone, atol=1e-6)
     assert (mixed.argmax(1) == alone.argmax(1)).all()
 
@@ -69,10 +69,10 @@ def test_every_token_of_a_long_text_is_read(clf: Classifier, overlap: int) -> No
 @pytest.mark.parametrize("aggregation", ["mean_logits", "mean", "token_weighted"])
 def test_the_answer_combines_the_windows(clf: Classifier, aggregation: str) -> None:
     clf = with_policy(clf, Windows(tiny.MAX_LENGTH, 0, aggregation))
-    result = clf.run([LONG], "windows")[0]
+    result = clf.answer([LONG], long_text="windows").results[0]
     assert result.windows > 1 and not result.truncated
     reading = clf.reading([LONG], clf.encode([LONG]), "windows")
-    each = np.stack([clf.run_encoded([row])[0] for row in reading.rows])
+    each = np.stack([clf.logits([row])[0] for row in reading.rows])
     assert result.window_logits is not None
     np.testing.assert_allclose(result.window_logits, each, atol=1e-6)
     tokens = np.asarray([r.content_tokens for r in reading.rows], dtype=np.float32)
@@ -83,7 +83,7 @@ def test_the_answer_combines_the_windows(clf: Classifier, aggregation: str) -> N
     }[aggregation]
     np.testing.assert_allclose(clf.scores([result], None)[0], expected, atol=1e-6)
     assert result.num_tokens == sum(r.length for r in reading.rows)
-    truncate = clf.run([LONG])[0]
+    truncate = clf.answer([LONG]).results[0]
     assert truncate.truncated and truncate.windows == 1
 
 
@@ -101,7 +101,7 @@ def test_windows_change_the_answer_when_the_end_disagrees(clf: Classifier) -> No
 
 def test_a_window_cap_cuts_the_rest_and_flags_it(clf: Classifier) -> None:
     reading = clf.reading([LONG, "good"], clf.encode([LONG, "good"]), "windows", max_windows=2)
-    results = clf.run_reading(reading)
+    results = clf.infer_reading(reading)
     assert results[0].windows == 2 and results[0].truncated
     assert results[1].windows == 1 and not results[1].truncated
 

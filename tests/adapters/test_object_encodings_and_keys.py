@@ -1,4 +1,4 @@
-"""Bad input, round two (S3): the encodings and containers objects really arrive in, keys and
+"""Objects as they arrive (S3): the encodings and containers objects really come in, keys and
 buckets an event may name. Each ends in the right answer, a recorded data fault with nothing
 invented, or a refusal that is said and never retried; through the real lambda_handler and S3
 (moto, in-process and as a server)."""
@@ -16,9 +16,9 @@ import pytest
 
 from handler.batch.job import MAX_KEY_BYTES
 from handler.errors import ConfigError
-from handler.function import Function, make_lambda_handler
+from handler.function import LambdaFunction, make_lambda_handler
+from handler.loading import get_model
 from handler.local.context import LocalContext
-from handler.runtime import get_model
 from tests.adapters.conftest import INPUT, OUTPUT, Batch, gz, s3_event
 from tests.conftest import load_event
 
@@ -196,7 +196,9 @@ def test_work_area_and_outputs_are_kept_apart(batch: Batch) -> None:
         with pytest.raises(ConfigError, match="overlaps WORK_PREFIX"):
             replace(batch.settings, output_prefix=out, work_prefix=work).check_no_recursion()
     settings = replace(batch.settings, output_prefix="")
-    function = Function(settings, get_model(settings.model_dir, 1), batch.function.batch.store)
+    function = LambdaFunction(
+        settings, get_model(settings.model_dir, 1), batch.function.batch.store
+    )
     handler = make_lambda_handler(function)
     event = batch.upload("_work/x.txt", "great\n")
     result = handler(event, LocalContext())["results"][0]

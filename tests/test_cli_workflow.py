@@ -1,4 +1,4 @@
-"""The first ten minutes: the CLI's output contract, the default model folder, failing fast
+"""The CLI as a user works with it: its output contract, the default model folder, failing fast
 without the hub, build progress, and `invoke --current-etag` on a generated S3 event."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def test_commands_find_build_model_without_flags(tiny_model: Path, tmp_path: Pat
     "args",
     [
         ("classify", "great fun"),
-        ("eval", "--data", "x.tsv"),
+        ("eval", "--data", __file__),  # a file that exists: the model is what is missing
         ("verify",),
         ("invoke", "--event", str(EVENTS / "apigw-http-classify.json")),
     ],

@@ -1,4 +1,4 @@
-"""Bad input, round two (HTTP): duplicate keys, upper-case function names, text the vocabulary
+"""HTTP bodies at the edges: duplicate keys, upper-case function names, text the vocabulary
 only knows as unknown, compressed bodies, HEAD /health, dot segments. Each ends in a clear 4xx
 or the right answer, through the real lambda_handler."""
 
