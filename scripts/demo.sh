@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The main job, locally: build a verified int8 model, then classify text through the real
 # lambda_handler, on the API path (an HTTP API event) and the S3 path (an upload to a local
-# moto S3 server). Sets up .venv on first use (1-3 minutes, once); the build takes about a minute
-# for the stand-in, a few for DistilBERT-base.
+# moto S3 server). Sets up .venv on first use (`scripts/setup.sh demo`: about a minute, once);
+# the build takes about a minute for the stand-in, a few for DistilBERT-base.
 #
 #   MODEL=<hub id or folder> EVAL=<text<TAB>label file> TARGET=x86-avx2 scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== demo: set up .venv (first run only), build a model into ${OUT:-build/model}, classify through lambda_handler"
-scripts/setup.sh
+scripts/setup.sh demo
 VENV="${VENV:-.venv}"
 PY="$VENV/bin/python"
 MODEL="${MODEL:-distilbert-base-uncased-finetuned-sst-2-english}"

@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# Creates .venv (once) and installs the project with everything the demo and the tests use, and
-# .venv-lambda: the function's runtime as Lambda's image has it (Python 3.12 where this machine
-# has it, the pinned runtime dependencies, awslambdaric), for the tests and benchmarks that run
-# the function under awslambdaric; and .venv-tools: the SAM CLI and the scanners (tests/infra).
-# Says what each step does; a first run takes 3-5 minutes (torch 2.13.0 CPU and the SAM CLI are
-# the largest parts); later runs return at once (stamps keyed on the requirement files).
+# scripts/setup.sh [demo|tests]: the environments a command needs, each made once.
+#
+#   demo   .venv with the project, its build step and moto's S3 server: what scripts/demo.sh
+#          runs. Measured on a fresh machine: about 1 minute.
+#   tests  (the default) also torch 2.13.0 CPU (the export path and the contract tests;
+#          WITH_TORCH=0 skips it) and the test tools in .venv; .venv-lambda, the function's
+#          runtime as Lambda's image has it (Python 3.12 where this machine has it, the pinned
+#          runtime dependencies, awslambdaric); and .venv-tools, the SAM CLI and the scanners
+#          (tests/infra). Measured on a fresh machine: about 4 minutes.
+#
+# Says what each step does; later runs return at once (stamps keyed on the requirement files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+FOR="${1:-tests}"
+case "$FOR" in
+  demo | tests) ;;
+  *) echo "usage: scripts/setup.sh [demo|tests]" >&2; exit 2 ;;
+esac
 VENV="${VENV:-.venv}"
 LAMBDA_VENV="${LAMBDA_VENV:-$VENV-lambda}"
 PYTHON="${PYTHON:-python3}"
@@ -14,33 +24,43 @@ AWSLAMBDARIC="awslambdaric==4.2.2"
 started=$SECONDS
 step() { echo "== setup [$((SECONDS - started))s]: $*"; }
 
-stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
-# A first install unpacks about 4 GB (three environments; torch alone ~1 GB): say so up front
-# rather than let pip fail half way with "No space left on device".
+extras="build,demo"
+need_mb=1500
+if [ "$FOR" = tests ]; then
+  extras="build,demo,serve,dev"
+  need_mb=4000
+  [ "${WITH_TORCH:-1}" = "1" ] && extras="$extras,torch"
+fi
+stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)-${extras//,/-}"
+# Say up front how much room a first install needs, rather than let pip fail half way with
+# "No space left on device" (tests: three environments, torch alone ~1 GB).
 free_mb="$(df -Pm . | awk 'NR == 2 { print $4 }')"
-if [ ! -f "$stamp" ] && [ "${free_mb:-0}" -lt 4000 ]; then
-  step "WARNING: only ${free_mb} MB free on $(df -P . | awk 'NR == 2 { print $6 }'); a first install needs about 4,000 MB (WITH_TORCH=0 saves ~1,000)"
+if [ ! -f "$stamp" ] && [ "${free_mb:-0}" -lt "$need_mb" ]; then
+  step "WARNING: only ${free_mb} MB free on $(df -P . | awk 'NR == 2 { print $6 }'); installing for $FOR needs about $need_mb MB"
 fi
 if [ -f "$stamp" ]; then
-  step "$VENV is up to date"
+  step "$VENV is up to date for $FOR"
 else
-  step "first run: installing into $VENV, 1-3 minutes (pip runs quietly; nothing is wrong)"
+  step "installing into $VENV for $FOR (pip runs quietly; nothing is wrong)"
   if [ ! -x "$VENV/bin/python" ]; then
     step "creating $VENV with $("$PYTHON" --version 2>&1)"
     "$PYTHON" -m venv "$VENV"
   fi
   step "upgrading pip"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  # torch is optional (export of repositories without onnx/model.onnx, and the contract tests).
-  # Pinned: an unpinned torch resolves to a multi-GB CUDA build. WITH_TORCH=0 skips it.
-  extras="build,serve,dev"
-  if [ "${WITH_TORCH:-1}" = "1" ]; then
+  # torch is for the tests (export of repositories without onnx/model.onnx, the contract
+  # tests). Pinned: an unpinned torch resolves to a multi-GB CUDA build.
+  if [[ ",$extras," == *",torch,"* ]]; then
     step "installing torch 2.13.0 (CPU build; the export path and contract tests; WITH_TORCH=0 skips it)"
-    "$VENV/bin/python" -m pip install --quiet "torch==2.13.0" && extras="$extras,torch"
+    "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
   fi
   step "installing the project and its extras ($extras): onnxruntime, tokenizers, fastapi, moto, ..."
   "$VENV/bin/python" -m pip install --quiet -e ".[$extras]"
   touch "$stamp"
+fi
+if [ "$FOR" = demo ]; then
+  step "done"
+  exit 0
 fi
 
 # The image's Python: python3.12 if it runs, else a pyenv 3.12, else $PYTHON.

@@ -2,7 +2,7 @@
 # Sets up .venv if needed, then lints, type-checks and runs the whole test suite (slow ones included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh tests
 VENV="${VENV:-.venv}"
 # The interpreter that runs the function under awslambdaric (tests/lambda_runtime).
 export LAMBDA_PYTHON="${LAMBDA_PYTHON:-$PWD/${LAMBDA_VENV:-$VENV-lambda}/bin/python}"

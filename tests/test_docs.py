@@ -118,3 +118,17 @@ def test_the_other_command_blocks_run_as_written(
     doc: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
     run_blocks(doc, tiny_model, tmp_path)
+
+
+def test_the_readme_demo_output_says_what_it_shows() -> None:
+    """The S3 output block's header, its lines and the prose above it agree (the prose once
+    said one bad record above an output with two)."""
+    text = (ROOT / "README.md").read_text()
+    found = re.search(r": (\d+) records, (\d+) errors\n(.*?)```", text, flags=re.S)
+    assert found, "the demo's S3 output block"
+    records, errors = int(found.group(1)), int(found.group(2))
+    lines = [ln for ln in found.group(3).splitlines() if ln.startswith("{")]
+    assert len(lines) == records
+    assert sum('"error"' in ln for ln in lines) == errors
+    words = {1: "one bad record", 2: "two bad records", 3: "three bad records"}
+    assert words[errors] in " ".join(text[: found.start()].split())
