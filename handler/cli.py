@@ -179,10 +179,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
         request_seconds=args.request_seconds,
         long_text=args.long_text,
     )
+    from handler.tune import samconfig
+
+    values = samconfig.overrides(result)
+    if args.samconfig:
+        samconfig.write(args.samconfig, values, args.config_env)
     if args.json:
-        _print(result)
+        _print({**result, "parameter_overrides": values})
     else:
         _result_stream.write(tune.render(result) + "\n")
+        _result_stream.write(
+            f"sam deploy --parameter-overrides {samconfig.as_argument(values)}"
+            + (f"   (written to {args.samconfig} [{args.config_env}])" if args.samconfig else "")
+            + "\n"
+        )
     return 0
 
 
@@ -387,6 +397,17 @@ def parser() -> argparse.ArgumentParser:
         help="price texts longer than the model read in windows (give long texts with --data)",
     )
     t.add_argument("--json", action="store_true", help="print the figures as JSON")
+    t.add_argument(
+        "--samconfig",
+        type=Path,
+        help="write the recommendation (ApiMemorySize, BatchMemorySize, MaxRequestTokens, "
+        "Architecture) into this samconfig.toml's parameter overrides, keeping its other entries",
+    )
+    t.add_argument(
+        "--config-env",
+        default="default",
+        help="the samconfig.toml environment to write (sam deploy --config-env)",
+    )
     t.set_defaults(func=cmd_tune)
 
     s = sub.add_parser(

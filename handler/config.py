@@ -155,6 +155,9 @@ class Settings:
     distributed_min_bytes: int = 64 << 20
     shard_records: int = 5_000
     work_prefix: str = "_work/"
+    # X-Ray spans (Powertools' Tracer): the template's EnableTracing sets
+    # POWERTOOLS_TRACE_DISABLED=false; off by default and off outside Lambda.
+    tracing: bool = False
 
     def __post_init__(self) -> None:
         # Here, not in from_env: a Settings made in code (tests, tools) is checked too.
@@ -211,6 +214,8 @@ class Settings:
             distributed_min_bytes=_int(env, "DISTRIBUTED_MIN_MB", 64, minimum=0) << 20,
             shard_records=_int(env, "SHARD_RECORDS", 5_000),
             work_prefix=_prefix(env, "WORK_PREFIX") or "_work/",
+            tracing=on_lambda(env)
+            and env.get("POWERTOOLS_TRACE_DISABLED", "true").strip().lower() == "false",
         )
         settings.check_no_recursion()
         return settings

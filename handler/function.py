@@ -89,10 +89,20 @@ class LambdaFunction:
 
 
 def make_lambda_handler(function: LambdaFunction) -> Handler:
+    def handle(event: dict[str, Any], context: LambdaContext) -> Any:
+        return function(event, context)
+
+    if function.settings.tracing:  # X-Ray: the invocation, the core's stages, every S3 call
+        from handler.observability import start_tracing
+
+        tracer, span = start_tracing()
+        function.model.classifier.trace = span
+        handle = tracer.capture_lambda_handler(handle)
+
     @logger.inject_lambda_context(clear_state=True)
     @metrics.log_metrics(capture_cold_start_metric=True)
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
-        return function(event, context)
+        return handle(event, context)
 
     return lambda_handler  # type: ignore[no-any-return]
 

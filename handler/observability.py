@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -30,7 +33,21 @@ metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", NAMES
 # A health check or warm-up publishes no metric but the cold start; that is expected, not news.
 warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
-__all__ = ["MetricUnit", "logger", "metrics", "record_prediction"]
+__all__ = ["MetricUnit", "logger", "metrics", "record_prediction", "start_tracing"]
+
+
+def start_tracing() -> tuple[Any, Callable[[str], AbstractContextManager[Any]]]:
+    """Powertools' Tracer (it patches boto3, so S3 reads and writes are subsegments) and a span
+    factory for the core's stages. Made only when tracing is on: aws_xray_sdk takes ~0.6 s to
+    import, which no cold start of an untraced function should pay."""
+    from aws_lambda_powertools import Tracer
+
+    tracer = Tracer(service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE))
+
+    def span(name: str) -> AbstractContextManager[Any]:
+        return tracer.provider.in_subsegment(name)
+
+    return tracer, span
 
 
 # Without a min_score, a top score under this counts as low confidence (the LowConfidence metric,

@@ -2,12 +2,12 @@
 # scripts/setup.sh [demo|tests]: the environments a command needs, each made once.
 #
 #   demo   .venv with the project, its build step and moto's S3 server: what scripts/demo.sh
-#          runs. Measured on a fresh machine: about 1 minute.
+#          runs. Measured on a fresh 2-core machine: 123 s.
 #   tests  (the default) also torch 2.13.0 CPU (the export path and the contract tests;
 #          WITH_TORCH=0 skips it) and the test tools in .venv; .venv-lambda, the function's
 #          runtime as Lambda's image has it (Python 3.12 where this machine has it, the pinned
 #          runtime dependencies, awslambdaric); and .venv-tools, the SAM CLI and the scanners
-#          (tests/infra). Measured on a fresh machine: about 4 minutes.
+#          (tests/infra). Measured on a fresh 2-core machine: 258 s.
 #
 # Says what each step does; later runs return at once (stamps keyed on the requirement files).
 set -euo pipefail

@@ -163,7 +163,7 @@ def create_app(settings: Settings, model: LoadedModel) -> FastAPI:
         long_text = params.long_text or "truncate"
         said = clf.answer(
             texts,
-            clf.encode(texts),
+            strict=True,
             function_to_apply=function,
             long_text=long_text,
             admit=lambda reading: check_budget(reading, len(texts), budget, budget_origin),

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from handler import strict_json
 from handler.errors import DataFault, InvalidInput
-from handler.inference.classifier import text_problem
+from handler.inference.inputs import text_problem
 
 FORMATS = (".jsonl", ".csv", ".txt")
 SUFFIXES = (*FORMATS, *(f + ".gz" for f in FORMATS))

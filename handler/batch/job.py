@@ -152,7 +152,8 @@ def classify_chunk(
     classifier together (length-sorted micro-batches, batch-invariant; a long text's windows
     too). `stop` is asked between micro-batches (OutOfTime when it says so)."""
     texts = [(r, r.item) for r in chunk if r.item is not None]
-    encoded = classifier.tokenizer.encode([t for _, t in texts]) if texts else []
+    with classifier.trace("tokenise"):  # per line: an unreadable one is that line's error
+        encoded = classifier.tokenizer.encode([t for _, t in texts]) if texts else []
     good = [(r, t, e) for (r, t), e in zip(texts, encoded, strict=True) if e.problem is None]
     unreadable = {
         r.number: e.problem for (r, _), e in zip(texts, encoded, strict=True) if e.problem

@@ -27,6 +27,7 @@ from handler.compiler import (
     per_token,
     progress,
     read_token,
+    recorded,
     saving,
     targets,
 )
@@ -337,6 +338,8 @@ def build(
                 "artifact_model": sum(f.stat().st_size for f in graph_files),
             },
             "verification": report,
+            # What the deploy's pre-traffic check asks a new version (handler/pre_traffic.py).
+            "recorded_answers": recorded.record(candidate, held_out.texts, task),
             "tools": manifest.tool_versions(),
             "build_seconds": round(time.perf_counter() - started, 1),
         }

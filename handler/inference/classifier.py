@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -16,12 +17,19 @@ import onnxruntime as ort
 
 from handler.errors import ArtifactError, InvalidInput, OutOfTime
 from handler.inference import postprocess
+from handler.inference.inputs import check_texts, pair_of
 from handler.inference.long_text import TRUNCATE, Windows, check_mode, combine
 from handler.inference.postprocess import LEGACY, FloatArray, TopK
 from handler.inference.session import create_session
 from handler.inference.tokenizer import INPUT_NAMES, Encoded, TextInput, TextTokenizer
 
 RUNTIME_CONFIG = "config.json"
+
+
+def _untraced(stage: str) -> AbstractContextManager[Any]:
+    return nullcontext()
+
+
 BATCHING_MODES = ("per_text", "padded", "same_length")
 
 
@@ -125,55 +133,6 @@ class Answers:
         return [postprocess.format_scores(row, self.id2label, top_k) for row in rows]
 
 
-def text_problem(text: object) -> str | None:
-    """Why `text` (or a pair's member) cannot be classified, or None. Empty text is an error,
-    not a guess."""
-    if isinstance(text, tuple) and len(text) == 2:
-        for name, member in zip(("text", "text_pair"), text, strict=True):
-            problem = text_problem(member)
-            if problem is not None:
-                return f"{name} {problem}"
-        return None
-    if not isinstance(text, str):
-        return f"is {'null' if text is None else type(text).__name__}, expected a string"
-    if not text.strip():
-        return "is empty or whitespace only"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate, e.g. from a JSON "\ud800" escape
-        return "is not valid Unicode (lone surrogate)"
-    return None
-
-
-PAIR_KEYS = ("text", "text_pair")
-
-
-def pair_of(item: Mapping[str, object], index: int) -> object:
-    """The pipeline's `{"text": ..., "text_pair": ...}` as an input: a pair, or (without
-    `text_pair`) a text; any other key is refused by name, as the tokenizer would not take it."""
-    unknown = sorted(str(k) for k in item if k not in PAIR_KEYS)
-    if unknown or "text" not in item:
-        raise InvalidInput(
-            f'input {index} must be {{"text": ..., "text_pair": ...}}: '
-            + (f"unknown keys {unknown}" if unknown else "no 'text'")
-        )
-    if item.get("text_pair") is None:
-        return item["text"]
-    return (item["text"], item["text_pair"])
-
-
-def check_texts(texts: Sequence[object]) -> list[TextInput]:
-    """Every input must be a non-empty string (or a pair of them); the error names the first
-    one that is not."""
-    out: list[TextInput] = []
-    for i, text in enumerate(texts):
-        problem = text_problem(text)
-        if problem is not None:
-            raise InvalidInput(f"input {i} {problem}")
-        out.append(text)  # type: ignore[arg-type]
-    return out
-
-
 class Classifier:
     """A text classifier served from an ONNX graph and a tokenizer.json.
 
@@ -206,6 +165,9 @@ class Classifier:
         self.id2label = dict(config.id2label)
         self.num_labels = len(self.id2label)
         self._batch = 1 if config.batching == "per_text" else max(1, config.max_batch_size)
+        # A span per stage of `answer` (tokenise, inference, postprocess) when tracing is on
+        # (handler/observability.py start_tracing); a no-op otherwise.
+        self.trace: Callable[[str], AbstractContextManager[Any]] = _untraced
         self._windows_tok: Any = None
         # A config.json whose windows the model cannot hold is refused at load, not per request.
         config.long_text.fit(config.max_length).check(
@@ -240,21 +202,29 @@ class Classifier:
         max_windows: int | None = None,
         stop: Callable[[], bool] | None = None,
         admit: Callable[[Reading], None] | None = None,
+        strict: bool = False,
     ) -> Answers:
         """Texts in, answers out: what the API, S3 batch, the warm-up, the build's gate and
         `predict` all run, so a change to reading, inference or scoring happens here once.
 
-        `encoded`: the texts as the caller tokenised them (`encode` refuses unreadable texts;
-        `tokenizer.encode` does not); None: tokenised here, nothing refused (the gate and `eval`
-        measure the whole file they are given). `admit` sees what will run before any of it
-        does (the API's token budget raises there). `stop`: see `infer`."""
-        if encoded is None:
-            encoded = self.tokenizer.encode(list(texts)) if texts else []
-        reading = self.reading(texts, encoded, long_text, max_windows)
+        `encoded`: the texts as the caller tokenised them; None: tokenised here, the first
+        unreadable text refused when `strict` (the API), nothing refused otherwise (the gate and
+        `eval` measure the whole file they are given). `admit` sees what will run before any of
+        it does (the API's token budget raises there). `stop`: see `infer`. Each stage is a
+        span when tracing is on (`trace`)."""
+        with self.trace("tokenise"):
+            if encoded is None and strict:
+                encoded = self.encode(texts)
+            elif encoded is None:
+                encoded = self.tokenizer.encode(list(texts)) if texts else []
+            reading = self.reading(texts, encoded, long_text, max_windows)
         if admit is not None:
             admit(reading)
-        results = self.infer_reading(reading, stop)
-        return Answers(results, self.scores(results, function_to_apply), self.id2label)
+        with self.trace("inference"):
+            results = self.infer_reading(reading, stop)
+        with self.trace("postprocess"):
+            scores = self.scores(results, function_to_apply)
+        return Answers(results, scores, self.id2label)
 
     def encode(self, texts: Sequence[object]) -> list[Encoded]:
         """Every text checked and tokenised; the error names the first that cannot be used."""
@@ -427,7 +397,7 @@ class Classifier:
         ]
         checked = check_texts(texts)
         answers = self.answer(
-            checked, self.encode(checked), function_to_apply=function_to_apply, long_text=long_text
+            checked, function_to_apply=function_to_apply, long_text=long_text, strict=True
         ).labelled(top_k)
         # The pipeline: one string answers [answer]; one {text, text_pair} answers the answer.
         return postprocess.shape(answers, single, wrap=isinstance(inputs, str))

@@ -64,6 +64,9 @@ class Prices:
     per_gb_second: float
     per_million_requests: float
     as_of: str
+    # Provisioned concurrency: per GB-second an environment is kept initialised (billed whether
+    # or not it serves), besides a lower duration price for what it serves.
+    provisioned_per_gb_second: float = 0.0
     source: str = (
         "https://aws.amazon.com/lambda/pricing/ (us-east-1, first duration tier; other regions "
         "and tiers differ: pass --price-gb-s and --price-request)"
@@ -71,8 +74,12 @@ class Prices:
 
 
 PRICES = {
-    "x86_64": Prices("x86_64", 0.0000166667, 0.20, as_of="2026-11-30"),
-    "arm64": Prices("arm64", 0.0000133334, 0.20, as_of="2026-11-30"),
+    "x86_64": Prices(
+        "x86_64", 0.0000166667, 0.20, "2026-11-30", provisioned_per_gb_second=0.0000041667
+    ),
+    "arm64": Prices(
+        "arm64", 0.0000133334, 0.20, "2026-11-30", provisioned_per_gb_second=0.0000033334
+    ),
 }
 
 
@@ -124,6 +131,15 @@ def batch_cost_per_million(
     return gb(m.memory_mb) * seconds * prices.per_gb_second + requests / 1e6 * (
         prices.per_million_requests
     )
+
+
+SECONDS_PER_MONTH = 30 * 24 * 3600
+
+
+def provisioned_per_month(memory_mb: int, prices: Prices) -> float:
+    """What one environment of provisioned concurrency at this size costs for a 30-day month,
+    kept initialised (ApiProvisionedConcurrency=1), before any request it serves."""
+    return gb(memory_mb) * SECONDS_PER_MONTH * prices.provisioned_per_gb_second
 
 
 def request_budget(m: Measured, request_seconds: float) -> dict[str, Any]:
@@ -298,6 +314,7 @@ def report(
                 **asdict(m),
                 "cost_per_million_api_usd": round(api_cost_per_million(m, prices), 4),
                 "cost_per_million_batch_usd": round(batch_cost_per_million(m, prices), 4),
+                "provisioned_usd_per_month": round(provisioned_per_month(m.memory_mb, prices), 2),
                 **request_budget(m, request_seconds),
                 "meaningful": m.meaningful,
                 "note": note,
@@ -338,8 +355,9 @@ def render(result: dict[str, Any]) -> str:
         "",
         "| memory MB | vCPU | threads | init API / batch s | one text p50 / p99 ms | batch "
         "texts/s | $ per 1M texts, API | $ per 1M texts, batch | max-length tokens/s | "
-        f"MAX_REQUEST_TOKENS for {result['request_seconds']:g} s | default budget, worst case s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"MAX_REQUEST_TOKENS for {result['request_seconds']:g} s | default budget, worst case s | "
+        "$ per month per provisioned environment |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in result["sizes"]:
         flag = "" if s["meaningful"] else " (*)"
@@ -350,7 +368,8 @@ def render(result: dict[str, Any]) -> str:
             f"{s['cost_per_million_api_usd']:.3f} | {s['cost_per_million_batch_usd']:.3f} | "
             f"{_or_dash(s['max_length_tokens_per_s'] or None, '.0f')} | "
             f"{_or_dash(s['max_request_tokens'], 'd')} | "
-            f"{s['default_budget']}: {_or_dash(s['default_worst_s'], '.1f')} |"
+            f"{s['default_budget']}: {_or_dash(s['default_worst_s'], '.1f')} | "
+            f"{_or_dash(s.get('provisioned_usd_per_month'), '.2f')} |"
         )
     notes = [f"(*) {s['memory_mb']} MB: {s['note']}" for s in result["sizes"] if s["note"]]
     rec = result["recommendation"]

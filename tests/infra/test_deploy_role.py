@@ -235,6 +235,10 @@ WHERE = {
     "lambda": function(f"{STACK}-batch"),
     "sqs": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{STACK}-BatchFailureQueue-AB12",
     "logs": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{STACK}-api:*",
+    # The release role reads the stack's alarms; the pre-traffic check reports to CodeDeploy.
+    "cloudwatch": f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{STACK}-ApiAliasErrorsAlarm-AB12",
+    "codedeploy": f"arn:aws:codedeploy:{REGION}:{ACCOUNT}:deploymentgroup:"
+    f"{STACK}-ServerlessDeploymentApplication-AB12/{STACK}-ApiFunctionDeploymentGroup-CD34",
 }
 
 

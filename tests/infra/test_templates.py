@@ -169,8 +169,8 @@ def test_iam_is_least_privilege(monkeypatch: pytest.MonkeyPatch) -> None:
     }
     for statement in machine:
         resource = json.dumps(statement["Resource"])
-        if "lambda:InvokeFunction" in _actions([statement]):
-            assert statement["Resource"] == {"Fn::GetAtt": ["BatchFunction", "Arn"]}
+        if "lambda:InvokeFunction" in _actions([statement]):  # the alias, never $LATEST
+            assert statement["Resource"] == {"Ref": "BatchFunctionAliaslive"}
         elif any(a.startswith("s3:") for a in _actions([statement])):
             assert "${OutputBucket.Arn}/_work/*" in resource  # work files only, not outputs
         else:
@@ -212,9 +212,7 @@ def test_the_state_machine_definition_is_the_one_the_tests_execute(
     asl = (TEMPLATES[0].parent / props["DefinitionUri"]).read_text()
     placeholders = set(re.findall(r"\$\{(\w+)\}", asl))
     assert placeholders == set(props["DefinitionSubstitutions"])
-    assert props["DefinitionSubstitutions"]["BatchFunctionArn"] == {
-        "Fn::GetAtt": ["BatchFunction", "Arn"]
-    }
+    assert props["DefinitionSubstitutions"]["BatchFunctionArn"] == {"Ref": "BatchFunction.Alias"}
     name = props["Name"]["Fn::Sub"]
     env = doc["Resources"]["BatchFunction"]["Properties"]["Environment"]["Variables"]
     assert env["STATE_MACHINE_ARN"]["Fn::Sub"].endswith(f":stateMachine:{name}")
