@@ -28,6 +28,7 @@ from bench.common import (  # noqa: E402
     SHORT,
     against,
     child,
+    first_of,
     http_event,
     local_context,
     pct,
@@ -40,9 +41,14 @@ from bench.common import (  # noqa: E402
 
 def measure(int8: str, quick: bool) -> dict[str, Any]:
     from handler.config import Settings
-    from handler.function import LambdaFunction, make_lambda_handler
-    from handler.loading import get_model
+    from handler.function import make_lambda_handler
     from handler.observability import logger
+
+    # Either side of an A/B: names from before and after the renames.
+    LambdaFunction = first_of(
+        ("handler.function", "LambdaFunction"), ("handler.function", "Function")
+    )
+    get_model = first_of(("handler.loading", "get_model"), ("handler.runtime", "get_model"))
 
     logger.setLevel("WARNING")
     model_dir = Path(int8)

@@ -294,6 +294,19 @@ def _from_either(module: str, name: str) -> Any:
         return getattr(importlib.import_module("handler.adapters.local"), name)
 
 
+def first_of(*names: tuple[str, str]) -> Any:
+    """The first (module, name) that imports: an A/B child may run a revision from before a
+    rename (handler.runtime -> handler.loading, Function -> LambdaFunction)."""
+    import importlib
+
+    for module, name in names:
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+    raise ImportError(f"none of {names}")
+
+
 def child(script: Path, spec: dict[str, Any], threads: int = 1, code: Path | None = None) -> Any:
     """Run `script --child SPEC` in a fresh interpreter and return the JSON it prints on its
     `JSON ` line: one measurement per process, so each starts from the same state. With `code`,

@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import prepare, sentences  # noqa: E402
+from bench.common import first_of, prepare, sentences  # noqa: E402
 
 # -- model constants (us-east-1 list prices, x86) ---------------------------------------------
 LAMBDA_GB_S = 0.0000166667
@@ -68,8 +68,13 @@ def measure(model_dir: Path, n: int, rounds: int) -> dict[str, Any]:
     from handler.batch.job import Destination
     from handler.batch.refs import ObjectRef
     from handler.config import Settings
-    from handler.function import LambdaFunction, make_lambda_handler
-    from handler.loading import get_model
+    from handler.function import make_lambda_handler
+
+    # Either side of an A/B: names from before and after the renames.
+    LambdaFunction = first_of(
+        ("handler.function", "LambdaFunction"), ("handler.function", "Function")
+    )
+    get_model = first_of(("handler.loading", "get_model"), ("handler.runtime", "get_model"))
     from handler.local.context import LocalContext
     from handler.observability import logger
 

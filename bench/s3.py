@@ -28,6 +28,7 @@ from bench.common import (  # noqa: E402
     RESULTS,
     against,
     child,
+    first_of,
     in_process_s3,
     local_context,
     moto_server,
@@ -50,8 +51,13 @@ def throughput(int8: str, quick: bool, rounds: int = 5) -> dict[str, Any]:
 
     from handler.adapters.s3_store import S3Store
     from handler.config import Settings
-    from handler.function import LambdaFunction, make_lambda_handler
-    from handler.loading import get_model
+    from handler.function import make_lambda_handler
+
+    # Either side of an A/B: names from before and after the renames.
+    LambdaFunction = first_of(
+        ("handler.function", "LambdaFunction"), ("handler.function", "Function")
+    )
+    get_model = first_of(("handler.loading", "get_model"), ("handler.runtime", "get_model"))
     from handler.observability import logger
 
     logger.setLevel("WARNING")
