@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +70,33 @@ def same_as_pipeline(ours: Any, theirs: Any) -> None:
         assert isinstance(ours, dict) and set(ours) == set(theirs) == {"label", "score"}
         assert ours["label"] == theirs["label"]
         assert ours["score"] == pytest.approx(theirs["score"], abs=1e-4)
+
+
+@contextlib.contextmanager
+def serving(model_dir: Path, through_lambda: bool = False) -> Iterator[str]:
+    """`python -m handler serve` on a free port (through lambda_handler if asked): its URL once
+    /health answers; stopped on exit."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    extra = ["--through-lambda"] if through_lambda else []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handler", "serve", "--port", str(port), *extra],
+        env={**os.environ, "MODEL_DIR": str(model_dir)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError(f"serve {extra} did not answer")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

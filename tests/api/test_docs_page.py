@@ -5,21 +5,17 @@ the Swagger page really renders, in headless Chromium with every other host unre
 from __future__ import annotations
 
 import base64
-import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.api.helpers import http_event, make_handler
+from tests.api.helpers import http_event, make_handler, serving
 from tests.conftest import load_event
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -76,48 +72,28 @@ def test_under_a_rest_api_stage_every_url_keeps_the_stage(handler: Any) -> None:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs it)")
 def test_swagger_ui_renders_in_a_browser_with_no_other_host(tiny_model: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "handler", "serve", "--through-lambda", "--port", str(port)],
-        env={**os.environ, "MODEL_DIR": str(tiny_model)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        with tempfile.TemporaryDirectory() as profile:
-            dom = subprocess.run(
-                [
-                    str(CHROMIUM),
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    f"--user-data-dir={profile}",
-                    # Every host but this one is unreachable: a CDN script could not load.
-                    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-                    "--virtual-time-budget=15000",
-                    "--dump-dom",
-                    f"{url}/docs",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            ).stdout
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with serving(tiny_model, through_lambda=True) as url, tempfile.TemporaryDirectory() as d:
+        dom = subprocess.run(
+            [
+                str(CHROMIUM),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={d}",
+                # Every host but this one is unreachable: a CDN script could not load.
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                "--virtual-time-budget=15000",
+                "--dump-dom",
+                f"{url}/docs",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
     # Rendered by Swagger UI from /openapi.json: the operations, not the empty <div> it starts as.
     assert 'class="swagger-ui' in dom, dom[:2000]
     assert "opblock" in dom and "/classify" in dom, dom[:2000]

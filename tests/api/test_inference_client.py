@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,41 +16,15 @@ import pytest
 from handler.inference import Classifier
 from handler.local.context import LocalContext
 from handler.local.gateway import http_api_event
-from tests.api.helpers import make_handler
+from tests.api.helpers import make_handler, serving
 
 hub = pytest.importorskip("huggingface_hub")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module", params=["uvicorn", "through-lambda"])
 def api_url(request: pytest.FixtureRequest, tiny_model: Path) -> Iterator[str]:
-    port = _free_port()
-    extra = ["--through-lambda"] if request.param == "through-lambda" else []
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "handler", "serve", "--port", str(port), *extra],
-        env={**os.environ, "MODEL_DIR": str(tiny_model)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise AssertionError(f"serve {extra} did not answer")
+    with serving(tiny_model, through_lambda=request.param == "through-lambda") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _pairs(elements: list[Any]) -> list[tuple[str, float]]:
